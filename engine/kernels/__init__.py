@@ -1,0 +1,29 @@
+"""Kernel entry points. Every op has a torch reference (engine/kernels/reference.py) that runs
+anywhere; on CUDA the Triton versions replace them. Models call these names only.
+
+Shapes (T = tokens of this step over all sequences, B = sequences, D = head_dim):
+  write_kv(k [T,Hkv,D], v [T,Hkv,D], k_cache [N,bs,Hkv,D], v_cache [N,bs,Hkv,D], slot_mapping [T] int64)
+  paged_attention(q [T,Hq,D], k_cache, v_cache, block_tables [B,max_blocks] int32, seq_lens [B] int32,
+                  query_start_loc [B+1] int32, scale: float, max_query_len: int) -> [T,Hq,D]
+      Query i of sequence b sits at position seq_lens[b] - q_len_b + i and attends causally to
+      positions 0..itself, all read from the paged cache (this step's K/V are written first).
+  rms_norm(x [T,H], weight [H], eps, residual [T,H] | None) -> out | (out, new_residual)
+      With residual: new_residual = x + residual; out = norm(new_residual) * weight.
+  rotary(q [T,Hq,D], k [T,Hkv,D], positions [T] int64, cos_sin_cache [P, D]) -> (q, k)  (neox style)
+  silu_and_mul(x [T, 2I]) -> [T, I]
+"""
+
+from __future__ import annotations
+
+from engine.kernels import reference
+
+write_kv = reference.write_kv
+paged_attention = reference.paged_attention
+rms_norm = reference.rms_norm
+rotary = reference.rotary
+silu_and_mul = reference.silu_and_mul
+
+
+def use_triton() -> bool:
+    """Swap in the Triton kernels (CUDA only). Returns whether they were installed."""
+    return False
