@@ -1,0 +1,126 @@
+"""Torch references of the kernel entry points (shapes in engine/kernels/__init__.py).
+
+They run on any device and are what CPU serving uses, so they are vectorised where it pays:
+a decode-only batch gathers every sequence's blocks at once and runs one batched attention.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def write_kv(
+    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+) -> None:
+    # A slot is block * block_size + offset, so the cache viewed as [N*bs, Hkv, D] is indexed by slot.
+    num_kv_heads, head_dim = k_cache.shape[-2:]
+    k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
+    v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    max_query_len: int,
+) -> torch.Tensor:
+    if max_query_len == 1:
+        return _decode_attention(q, k_cache, v_cache, block_tables, seq_lens, scale)
+    out = torch.empty_like(q)
+    starts = query_start_loc.tolist()
+    lens = seq_lens.tolist()
+    # Decodes come first in a mixed batch: batch them together, then each prefill chunk alone.
+    num_decodes = 0
+    while num_decodes < len(lens) and starts[num_decodes + 1] - starts[num_decodes] == 1:
+        num_decodes += 1
+    if num_decodes:
+        out[:num_decodes] = _decode_attention(
+            q[:num_decodes], k_cache, v_cache, block_tables[:num_decodes], seq_lens[:num_decodes], scale
+        )
+    block_size = k_cache.shape[1]
+    for b in range(num_decodes, len(lens)):
+        begin, end, seq_len = starts[b], starts[b + 1], lens[b]
+        if end == begin:
+            continue
+        num_blocks = -(-seq_len // block_size)
+        blocks = block_tables[b, :num_blocks].long()
+        k = k_cache[blocks].flatten(0, 1)[:seq_len]  # [L, Hkv, D]
+        v = v_cache[blocks].flatten(0, 1)[:seq_len]
+        out[begin:end] = _chunk_attention(q[begin:end], k, v, scale)
+    return out
+
+
+def _decode_attention(q, k_cache, v_cache, block_tables, seq_lens, scale) -> torch.Tensor:
+    # q [B, Hq, D]: one query per sequence, at position seq_len - 1.
+    num_seqs, num_heads, head_dim = q.shape
+    blocks = block_tables.long()
+    k = k_cache[blocks].flatten(1, 2)  # [B, nb*bs, Hkv, D]
+    v = v_cache[blocks].flatten(1, 2)
+    max_len = k.shape[1]
+    # Pad slots past each sequence's end are masked; the pool is zero-initialised, so they are finite.
+    valid = torch.arange(max_len, device=q.device)[None, :] < seq_lens[:, None]  # [B, L]
+    out = F.scaled_dot_product_attention(
+        q.unsqueeze(2),  # [B, Hq, 1, D]
+        k.transpose(1, 2),  # [B, Hkv, L, D]
+        v.transpose(1, 2),
+        attn_mask=valid[:, None, None, :],
+        scale=scale,
+        enable_gqa=True,
+    )
+    return out.squeeze(2)
+
+
+def _chunk_attention(q, k, v, scale) -> torch.Tensor:
+    # q [Lq, Hq, D] at the last Lq of the L positions held by k, v [L, Hkv, D].
+    q_len, kv_len = q.shape[0], k.shape[0]
+    if q_len == kv_len:
+        mask, causal = None, True
+    else:
+        rows = torch.arange(q_len, device=q.device)[:, None] + (kv_len - q_len)
+        mask, causal = torch.arange(kv_len, device=q.device)[None, :] <= rows, False  # [Lq, L]
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1).unsqueeze(0),  # [1, Hq, Lq, D]
+        k.transpose(0, 1).unsqueeze(0),  # [1, Hkv, L, D]
+        v.transpose(0, 1).unsqueeze(0),
+        attn_mask=mask,
+        is_causal=causal,
+        scale=scale,
+        enable_gqa=True,
+    )
+    return out[0].transpose(0, 1)  # [Lq, Hq, D]
+
+
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    if residual is not None:
+        x = x + residual
+        residual = x
+    # Normalise in float32 whatever the activation dtype, as the checkpoints were trained.
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    out = weight * x32.to(x.dtype)
+    return out if residual is None else (out, residual)
+
+
+def rotary(
+    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # cos_sin_cache [P, D]: cos of the D/2 frequencies, then their sin (neox / rotate-half layout).
+    cos, sin = cos_sin_cache.index_select(0, positions).unsqueeze(1).chunk(2, dim=-1)  # [T, 1, D/2]
+    return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    gate, up = x.chunk(2, dim=-1)
+    return F.silu(gate) * up
