@@ -22,6 +22,10 @@ class Sequence:
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache (prefix hits included)
     num_cached_tokens: int = 0  # prompt tokens that came from the prefix cache at the last admission
     block_table: list[int] = field(default_factory=list)  # physical KV block ids, in position order
+    # Chained prefix-cache hashes of the full blocks of token_ids, memoised by the KV cache manager
+    # (a pure function of the tokens, so they stay valid across preemption).
+    block_hashes: list[int] = field(default_factory=list)
+    error: str | None = None  # why the engine failed this request (status FINISHED_ERROR)
 
     def __post_init__(self) -> None:
         if not self.token_ids:
