@@ -1,0 +1,207 @@
+"""The `torch` backend's engine: scheduler + model runner behind EngineProtocol."""
+
+from __future__ import annotations
+
+import logging
+import operator
+
+from engine.config import EngineConfig
+from engine.errors import ContextLengthError, InvalidRequestError
+from engine.scheduler import Scheduler
+from engine.sequence import ScheduledBatch, Sequence
+from engine.types import EngineStats, RequestOutput, RequestStatus, SamplingParams
+
+log = logging.getLogger(__name__)
+
+MAX_LOGPROBS = 20
+
+
+class Engine:
+    """Continuous batching over a model runner.
+
+    The runner contract: attributes `num_kv_blocks`, `block_size`, `max_model_len`, `vocab_size`,
+    `eos_token_ids`, `kv_cache_bytes`; `execute(batch) -> list[SampledToken]`, one per chunk whose
+    `samples` is True, in chunk order; optionally `release(request_id)` to drop per-request state.
+    A stop token (eos or `stop_token_ids`) is returned in `new_token_ids` like any other token.
+    Not thread-safe: one thread drives add_request/abort/step.
+    """
+
+    def __init__(self, config: EngineConfig, runner=None) -> None:
+        if runner is None:
+            from engine.runner import ModelRunner  # torch and the weights load only here
+
+            runner = ModelRunner(config)
+        self.config = config
+        self.runner = runner
+        self.vocab_size = runner.vocab_size
+        # A request alone must always fit the KV pool, so the pool caps the context too.
+        self.max_model_len = min(runner.max_model_len, runner.num_kv_blocks * runner.block_size)
+        self.scheduler = Scheduler(
+            config,
+            runner.num_kv_blocks,
+            self.max_model_len,
+            block_size=runner.block_size,
+            eos_token_ids=tuple(runner.eos_token_ids),
+        )
+        self._live: dict[str, Sequence] = {}
+        self._reports: list[RequestOutput] = []  # aborts to report at the next step
+        self._arrivals = 0
+        self._steps = 0
+        self._generated_tokens = 0
+        self._prompt_tokens = 0
+
+    # ---- requests -------------------------------------------------------------------------------
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        self._validate(request_id, prompt_token_ids, params)
+        prompt = [operator.index(t) for t in prompt_token_ids]
+        seq = Sequence(request_id, prompt, params, arrival=self._arrivals)
+        self._arrivals += 1
+        self._live[request_id] = seq
+        self.scheduler.add(seq)
+
+    def _validate(self, request_id: str, prompt: list[int], params: SamplingParams) -> None:
+        if request_id in self._live or any(r.request_id == request_id for r in self._reports):
+            raise InvalidRequestError(f"request id {request_id!r} is already in use")
+        if not prompt:
+            raise InvalidRequestError("prompt must contain at least one token")
+        bad = next((t for t in prompt if not _is_token_id(t, self.vocab_size)), None)
+        if bad is not None:
+            raise InvalidRequestError(f"prompt token id {bad!r} is outside the vocabulary [0, {self.vocab_size})")
+        problems = _sampling_problems(params, self.vocab_size)
+        if problems:
+            raise InvalidRequestError("; ".join(problems))
+        if len(prompt) + params.max_tokens > self.max_model_len:
+            raise ContextLengthError(
+                f"this model's maximum context length is {self.max_model_len} tokens, but the request "
+                f"asks for {len(prompt) + params.max_tokens} ({len(prompt)} in the prompt, "
+                f"{params.max_tokens} for the completion); shorten the prompt or lower max_tokens"
+            )
+
+    def abort(self, request_id: str) -> None:
+        seq = self.scheduler.abort(request_id)
+        if seq is not None:
+            self._retire(seq)
+            self._reports.append(self._output(seq, [], None))
+
+    def has_unfinished(self) -> bool:
+        return bool(self._live or self._reports)
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        outputs, self._reports = self._reports, []
+        batch = self.scheduler.schedule()
+        outputs += [self._retired_output(seq) for seq in self.scheduler.take_failed()]
+        if batch.chunks:
+            outputs += self._run(batch)
+        return outputs
+
+    def _run(self, batch: ScheduledBatch) -> list[RequestOutput]:
+        self._steps += 1
+        sampling = [c.seq for c in batch.chunks if c.samples]  # before update() grows the sequences
+        try:
+            sampled = self.runner.execute(batch)
+            if len(sampled) != len(sampling):
+                raise RuntimeError(f"runner returned {len(sampled)} tokens for {len(sampling)} sampling chunks")
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the engine
+            log.exception("model step failed; failing its %d requests", len(batch.chunks))
+            return self._fail_batch(batch, f"model step failed: {type(exc).__name__}: {exc}")
+        self._prompt_tokens += sum(_prompt_part(c.seq, c.start, c.num_tokens) for c in batch.chunks)
+        self._generated_tokens += len(sampled)
+        finished = {id(seq) for seq in self.scheduler.update(batch, sampled)}
+        outputs = []
+        for seq, token in zip(sampling, sampled):
+            if seq.status == RequestStatus.FINISHED_ABORTED:  # already reported by abort()
+                continue
+            logprobs = [token.logprob] if seq.params.logprobs is not None else None
+            if id(seq) in finished:
+                self._retire(seq)
+            outputs.append(self._output(seq, [token.token_id], logprobs))
+        return outputs
+
+    def _fail_batch(self, batch: ScheduledBatch, error: str) -> list[RequestOutput]:
+        outputs = []
+        for chunk in batch.chunks:
+            seq = chunk.seq
+            if seq.status.finished:
+                continue
+            self.scheduler.finish(seq, RequestStatus.FINISHED_ERROR, error)
+            outputs.append(self._retired_output(seq))
+        return outputs
+
+    def _retired_output(self, seq: Sequence) -> RequestOutput:
+        self._retire(seq)
+        return self._output(seq, [], None)
+
+    def _retire(self, seq: Sequence) -> None:
+        self._live.pop(seq.request_id, None)
+        release = getattr(self.runner, "release", None)
+        if release is not None:
+            release(seq.request_id)
+
+    @staticmethod
+    def _output(seq: Sequence, token_ids: list[int], logprobs) -> RequestOutput:
+        return RequestOutput(
+            request_id=seq.request_id,
+            new_token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason=seq.status.finish_reason,
+            num_prompt_tokens=seq.num_prompt_tokens,
+            num_cached_tokens=seq.num_cached_tokens,
+            error=seq.error,
+        )
+
+    # ---- stats ----------------------------------------------------------------------------------
+
+    def stats(self) -> EngineStats:
+        kv = self.scheduler.kv
+        return EngineStats(
+            running=len(self.scheduler.running),
+            waiting=len(self.scheduler.waiting),
+            kv_blocks_used=kv.num_used_blocks,
+            kv_blocks_total=kv.num_blocks,
+            kv_block_size=kv.block_size,
+            prefix_cache_queries=kv.prefix_cache_queries,
+            prefix_cache_hits=kv.prefix_cache_hits,
+            preemptions=self.scheduler.num_preemptions,
+            generated_tokens=self._generated_tokens,
+            prompt_tokens=self._prompt_tokens,
+            steps=self._steps,
+            kv_cache_bytes=self.runner.kv_cache_bytes,
+            max_model_len=self.max_model_len,
+        )
+
+
+def _is_token_id(value, vocab_size: int) -> bool:
+    try:
+        return 0 <= operator.index(value) < vocab_size  # ints and numpy ints, not floats
+    except TypeError:
+        return False
+
+
+def _prompt_part(seq: Sequence, start: int, num_tokens: int) -> int:
+    """How many of the chunk's tokens are prompt tokens (recomputed output tokens are not)."""
+    return max(0, min(start + num_tokens, seq.num_prompt_tokens) - start)
+
+
+def _sampling_problems(params: SamplingParams, vocab_size: int) -> list[str]:
+    # Written as `not (a <= x <= b)` so that NaN is refused too.
+    checks = [
+        (isinstance(params.max_tokens, int) and params.max_tokens >= 1, f"max_tokens must be >= 1, got {params.max_tokens}"),
+        (params.temperature >= 0, f"temperature must be >= 0, got {params.temperature}"),
+        (0 < params.top_p <= 1, f"top_p must be in (0, 1], got {params.top_p}"),
+        (params.top_k >= -1, f"top_k must be -1, 0 (off) or positive, got {params.top_k}"),
+        (-2 <= params.presence_penalty <= 2, f"presence_penalty must be in [-2, 2], got {params.presence_penalty}"),
+        (-2 <= params.frequency_penalty <= 2, f"frequency_penalty must be in [-2, 2], got {params.frequency_penalty}"),
+        (params.repetition_penalty > 0, f"repetition_penalty must be > 0, got {params.repetition_penalty}"),
+        (
+            params.logprobs is None or 0 <= params.logprobs <= MAX_LOGPROBS,
+            f"logprobs must be in [0, {MAX_LOGPROBS}], got {params.logprobs}",
+        ),
+        (
+            all(_is_token_id(t, vocab_size) for t in params.stop_token_ids),
+            f"stop_token_ids must be token ids in [0, {vocab_size})",
+        ),
+    ]
+    return [message for ok, message in checks if not ok]
