@@ -35,7 +35,8 @@ class Engine:
         self.runner = runner
         self.vocab_size = runner.vocab_size
         # A request alone must always fit the KV pool, so the pool caps the context too.
-        self.max_model_len = min(runner.max_model_len, runner.num_kv_blocks * runner.block_size)
+        limits = (runner.max_model_len, config.max_model_len, runner.num_kv_blocks * runner.block_size)
+        self.max_model_len = min(limit for limit in limits if limit is not None)
         self.scheduler = Scheduler(
             config,
             runner.num_kv_blocks,

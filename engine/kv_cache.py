@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from engine.sequence import Sequence
 
+_ROOT_HASH = 0x5EED  # the "parent" of a sequence's first block (a fixed int: hash(None) varies per process)
+
 
 @dataclass(slots=True)
 class Block:
@@ -82,7 +84,7 @@ class KVCacheManager:
     def _block_hash(self, seq: Sequence, index: int) -> int:
         hashes = seq.block_hashes
         while len(hashes) <= index:  # chain: a block's hash covers every token before it
-            parent = hashes[-1] if hashes else None
+            parent = hashes[-1] if hashes else _ROOT_HASH
             hashes.append(hash((parent, self._block_tokens(seq, len(hashes)))))
         return hashes[index]
 
@@ -118,7 +120,6 @@ class KVCacheManager:
             block.ref_count += 1
         seq.block_table = list(prefix)
         seq.num_computed_tokens = len(prefix) * self.block_size
-        seq.num_cached_tokens = min(seq.num_computed_tokens, seq.num_prompt_tokens)
         self._num_registered[seq.request_id] = len(prefix)
         if self.enable_prefix_caching:
             self.prefix_cache_queries += seq.num_tokens

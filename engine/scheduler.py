@@ -137,6 +137,8 @@ class Scheduler:
                 break
             self.waiting.pop(0)
             self.kv.allocate(seq, num_tokens)  # takes the cached prefix: num_computed_tokens = num_cached
+            if seq.status == RequestStatus.WAITING:  # first admission; a recompute's hits are its own blocks
+                seq.num_cached_tokens = min(seq.num_computed_tokens, seq.num_prompt_tokens)
             seq.status = RequestStatus.RUNNING
             self.running.append(seq)
             chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, num_tokens))

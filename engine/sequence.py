@@ -20,7 +20,7 @@ class Sequence:
     token_ids: list[int] = field(default_factory=list)  # prompt + output so far
     status: RequestStatus = RequestStatus.WAITING
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache (prefix hits included)
-    num_cached_tokens: int = 0  # prompt tokens that came from the prefix cache at the last admission
+    num_cached_tokens: int = 0  # prompt tokens that came from the prefix cache at the first admission
     block_table: list[int] = field(default_factory=list)  # physical KV block ids, in position order
     # Chained prefix-cache hashes of the full blocks of token_ids, memoised by the KV cache manager
     # (a pure function of the tokens, so they stay valid across preemption).

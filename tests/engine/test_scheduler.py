@@ -158,3 +158,15 @@ def test_max_model_len_stops_a_request_even_below_max_tokens():
     scheduler.add(seq)
     drive(scheduler, FakeRunner(num_kv_blocks=16, block_size=4))
     assert seq.status == RequestStatus.FINISHED_LENGTH and seq.num_tokens == 10
+
+
+def test_cached_tokens_are_those_of_the_first_admission_even_after_a_recompute():
+    runner = FakeRunner(num_kv_blocks=8, block_size=4)  # 32 tokens: two requests of 24 cannot coexist
+    engine = make_engine(runner, max_num_batched_tokens=16)
+    engine.add_request("old", list(range(8)), params(max_tokens=16))
+    engine.add_request("new", list(range(100, 108)), params(max_tokens=16))
+    outputs = run_until_done(engine)
+    assert engine.stats().preemptions > 0
+    assert all(out.num_cached_tokens == 0 for rid in outputs for out in outputs[rid])
+    assert engine.stats().prefix_cache_hits > 0  # the recompute did reuse its own blocks
+    assert tokens_of(outputs["new"]) == reference_output(list(range(100, 108)), 16)
