@@ -1,0 +1,71 @@
+"""Per-step tensors every attention layer reads, built once per step by the runner and passed
+explicitly down the model (no module-global forward context)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.sequence import ScheduledBatch
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionMetadata:
+    positions: torch.Tensor  # [T] int64: absolute position of each token of the step
+    slot_mapping: torch.Tensor  # [T] int64: cache slot (block * block_size + offset) of each token
+    block_tables: torch.Tensor  # [B, max_blocks] int32, padded with block 0 (masked by seq_lens)
+    seq_lens: torch.Tensor  # [B] int32: tokens in the cache once this step's K/V are written
+    query_start_loc: torch.Tensor  # [B + 1] int32: offsets of each chunk's tokens in the step
+    max_query_len: int
+    max_seq_len: int
+    sample_indices: torch.Tensor  # [S] int64: the last token of each chunk that samples, in chunk order
+
+    @property
+    def num_tokens(self) -> int:
+        return self.positions.shape[0]
+
+
+def build_step_inputs(
+    batch: ScheduledBatch, block_size: int, device: torch.device
+) -> tuple[torch.Tensor, AttentionMetadata]:
+    """The input ids [T] and the metadata of one scheduled batch (built on the host, copied once)."""
+    input_ids: list[int] = []
+    positions: list[int] = []
+    slots: list[int] = []
+    seq_lens: list[int] = []
+    query_start_loc = [0]
+    tables: list[list[int]] = []
+    sample_indices: list[int] = []
+    for chunk in batch.chunks:
+        seq, start, end = chunk.seq, chunk.start, chunk.start + chunk.num_tokens
+        table = seq.block_table[: -(-end // block_size)]
+        if len(table) * block_size < end:
+            raise RuntimeError(f"request {seq.request_id} has {len(table)} KV blocks for {end} tokens")
+        input_ids.extend(seq.token_ids[start:end])
+        positions.extend(range(start, end))
+        slots.extend(table[pos // block_size] * block_size + pos % block_size for pos in range(start, end))
+        seq_lens.append(end)
+        query_start_loc.append(query_start_loc[-1] + chunk.num_tokens)
+        tables.append(table)
+        if chunk.samples:
+            sample_indices.append(query_start_loc[-1] - 1)
+    max_blocks = max(len(t) for t in tables)
+    padded = [t + [0] * (max_blocks - len(t)) for t in tables]
+    metadata = AttentionMetadata(
+        positions=_tensor(positions, torch.int64, device),
+        slot_mapping=_tensor(slots, torch.int64, device),
+        block_tables=_tensor(padded, torch.int32, device),
+        seq_lens=_tensor(seq_lens, torch.int32, device),
+        query_start_loc=_tensor(query_start_loc, torch.int32, device),
+        max_query_len=max(c.num_tokens for c in batch.chunks),
+        max_seq_len=max(seq_lens),
+        sample_indices=_tensor(sample_indices, torch.int64, device),
+    )
+    return _tensor(input_ids, torch.int64, device), metadata
+
+
+def _tensor(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    host = torch.tensor(values, dtype=dtype)
+    # Pinned memory would help here on CUDA; the copy is small either way.
+    return host if device.type == "cpu" else host.to(device, non_blocking=True)

@@ -1,0 +1,54 @@
+"""Self-attention over the paged KV cache: qkv projection, rotary, cache write, paged attention."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine import kernels
+from engine.attention_metadata import AttentionMetadata
+from engine.layers.linear import Linear, MergedLinear
+from engine.layers.rotary import RotaryEmbedding
+
+
+class Attention(nn.Module):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        rotary: RotaryEmbedding,
+        qkv_bias: bool = False,
+        o_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.scale = head_dim**-0.5
+        # Shard ids "q", "k", "v" are the checkpoint's q_proj, k_proj, v_proj (see packed_modules).
+        sizes = {"q": num_heads * head_dim, "k": num_kv_heads * head_dim, "v": num_kv_heads * head_dim}
+        self.qkv_proj = MergedLinear(hidden_size, sizes, qkv_bias)
+        self.o_proj = Linear(num_heads * head_dim, hidden_size, o_bias)
+        self.rotary = rotary  # shared by all layers
+        # [num_blocks, block_size, Hkv, D] each, bound by the runner once the pool is allocated.
+        self.k_cache = torch.empty(0)
+        self.v_cache = torch.empty(0)
+
+    def forward(self, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        q, k, v = self.qkv_proj.split(self.qkv_proj(hidden))  # [T, Hq*D], [T, Hkv*D], [T, Hkv*D]
+        q = q.view(-1, self.num_heads, self.head_dim)
+        k = k.view(-1, self.num_kv_heads, self.head_dim)
+        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        q, k = self.rotary(meta.positions, q, k)
+        kernels.write_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
+        out = kernels.paged_attention(
+            q,
+            self.k_cache,
+            self.v_cache,
+            meta.block_tables,
+            meta.seq_lens,
+            meta.query_start_loc,
+            self.scale,
+            meta.max_query_len,
+        )  # [T, Hq, D]
+        return self.o_proj(out.flatten(1))

@@ -1,0 +1,40 @@
+"""Token embedding and the LM head (tied to the embedding or its own matrix)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.layers.linear import _copy_checked, _parameter
+
+
+class VocabEmbedding(nn.Module):
+    def __init__(self, vocab_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.weight = _parameter(torch.empty(vocab_size, hidden_size), self.weight_loader)
+
+    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
+        _copy_checked(param.data, loaded)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(input_ids, self.weight)  # [T] -> [T, H]
+
+
+class LMHead(nn.Module):
+    """Logits of the rows that sample. Tied: shares the embedding's parameter (loaded once)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, tied_to: VocabEmbedding | None = None) -> None:
+        super().__init__()
+        self.tied = tied_to is not None
+        if tied_to is not None:
+            self.weight = tied_to.weight
+        else:
+            self.weight = _parameter(torch.empty(vocab_size, hidden_size), self.weight_loader)
+
+    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
+        _copy_checked(param.data, loaded)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        # [S, H] -> [S, V] in float32: sampling and logprobs need the precision.
+        return F.linear(hidden, self.weight).float()

@@ -1,0 +1,20 @@
+"""SwiGLU feed-forward: down(silu(gate(x)) * up(x)), gate and up merged into one matmul."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine import kernels
+from engine.layers.linear import Linear, MergedLinear
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = False) -> None:
+        super().__init__()
+        # Shard ids 0 and 1 are gate_proj and up_proj of the checkpoint (see the model's packed_modules).
+        self.gate_up_proj = MergedLinear(hidden_size, {0: intermediate_size, 1: intermediate_size}, bias)
+        self.down_proj = Linear(intermediate_size, hidden_size, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(kernels.silu_and_mul(self.gate_up_proj(x)))  # [T, H] -> [T, 2I] -> [T, I] -> [T, H]

@@ -1,0 +1,88 @@
+"""Llama-family decoder: Llama 2/3 (llama3 rope scaling), Mistral, Qwen2 (qkv bias), SmolLM2."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine.attention_metadata import AttentionMetadata
+from engine.errors import ModelLoadError
+from engine.layers.attention import Attention
+from engine.layers.embedding import LMHead, VocabEmbedding
+from engine.layers.mlp import SwiGLU
+from engine.layers.norm import RMSNorm
+from engine.layers.rotary import RotaryEmbedding
+from engine.models.spec import ModelSpec
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, spec: ModelSpec, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.self_attn = Attention(
+            spec.hidden_size,
+            spec.num_heads,
+            spec.num_kv_heads,
+            spec.head_dim,
+            rotary,
+            qkv_bias=spec.qkv_bias,
+            o_bias=spec.o_bias,
+        )
+        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.mlp = SwiGLU(spec.hidden_size, spec.intermediate_size, spec.mlp_bias)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata):
+        # The residual stream is carried apart so each norm fuses the add: (hidden, residual) -> same.
+        if residual is None:
+            hidden, residual = self.input_layernorm(hidden), hidden
+        else:
+            hidden, residual = self.input_layernorm(hidden, residual)
+        hidden = self.self_attn(hidden, meta)
+        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(hidden), residual
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, spec: ModelSpec, max_positions: int) -> None:
+        super().__init__()
+        rotary = RotaryEmbedding(spec.head_dim, max_positions, spec.rope_theta, spec.rope_scaling)
+        self.embed_tokens = VocabEmbedding(spec.vocab_size, spec.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(spec, rotary) for _ in range(spec.num_layers))
+        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        hidden, residual = self.embed_tokens(input_ids), None  # [T, H]
+        for layer in self.layers:
+            hidden, residual = layer(hidden, residual, meta)
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
+
+
+class LlamaForCausalLM(nn.Module):
+    # Checkpoint projection name -> (our merged module, its shard id).
+    packed_modules = {
+        "q_proj": ("qkv_proj", "q"),
+        "k_proj": ("qkv_proj", "k"),
+        "v_proj": ("qkv_proj", "v"),
+        "gate_proj": ("gate_up_proj", 0),
+        "up_proj": ("gate_up_proj", 1),
+    }
+
+    def __init__(self, spec: ModelSpec, max_positions: int) -> None:
+        super().__init__()
+        if spec.hidden_act != "silu":
+            raise ModelLoadError(f"activation {spec.hidden_act!r} is not supported (only silu)")
+        self.spec = spec
+        self.model = LlamaModel(spec, max_positions)
+        tied = self.model.embed_tokens if spec.tie_word_embeddings else None
+        self.lm_head = LMHead(spec.vocab_size, spec.hidden_size, tied_to=tied)
+
+    def forward(self, input_ids: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Final hidden states [T, H] of every token of the step."""
+        return self.model(input_ids, meta)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)  # [S, H] -> [S, V] float32
+
+    def attention_layers(self) -> list[Attention]:
+        return [layer.self_attn for layer in self.model.layers]

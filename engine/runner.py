@@ -1,0 +1,159 @@
+"""The model runner: owns the weights and the KV pool, turns a scheduled batch into sampled tokens."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from engine.attention_metadata import AttentionMetadata, build_step_inputs
+from engine.config import EngineConfig
+from engine.loader import load_model
+from engine.models.spec import ModelSpec
+from engine.sampler import Sampler
+from engine.sequence import SampledToken, ScheduledBatch
+from llmq.paths import resolve_model
+
+CPU_DEFAULT_KV_TOKENS = 65536
+CPU_MAX_KV_BYTES = 2 << 30  # and at most an eighth of the machine's memory
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelRunner:
+    """What the Engine drives: `execute(batch)` runs one forward pass and samples.
+
+    Attributes the scheduler sizes itself by: num_kv_blocks, block_size, max_model_len,
+    vocab_size, eos_token_ids; and kv_cache_bytes, device, dtype for stats."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        _refuse_unimplemented(config)
+        self.config = config
+        self.device = _resolve_device(config.device)
+        self.dtype = _resolve_dtype(config.dtype, self.device)
+        if config.num_threads and self.device.type == "cpu":
+            torch.set_num_threads(config.num_threads)
+        folder = resolve_model(config.model)
+        self.model, spec = load_model(
+            folder,
+            self.device,
+            self.dtype,
+            max_positions=config.max_model_len,
+            dummy_weights=config.dummy_weights,
+            seed=config.seed,
+        )
+        self.spec = spec
+        self.block_size = config.block_size
+        self.max_model_len = config.max_model_len or spec.max_position_embeddings
+        if spec.sliding_window and not config.max_model_len:
+            # Attention here is always full: stay inside the window the model was trained with.
+            self.max_model_len = min(self.max_model_len, spec.sliding_window)
+        self.vocab_size = spec.vocab_size
+        self.eos_token_ids = spec.eos_token_ids
+        self.num_kv_blocks = self._plan_kv_blocks(spec)
+        self._allocate_kv_pool(spec)
+        self.sampler = Sampler(self.device, config.seed)
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+        """One SampledToken per chunk whose `.samples` is true, in chunk order."""
+        if not batch.chunks:
+            return []
+        input_ids, meta = build_step_inputs(batch, self.block_size, self.device)
+        hidden = self.model(input_ids, meta)  # [T, H]
+        sampling = [chunk.seq for chunk in batch.chunks if chunk.samples]
+        if not sampling:
+            return []
+        logits = self.model.compute_logits(hidden.index_select(0, meta.sample_indices))  # [S, V]
+        return self.sampler(logits, sampling)
+
+    def release(self, request_id: str) -> None:
+        """Nothing is kept per request outside the KV pool, which the scheduler manages."""
+
+    # -- KV pool ----------------------------------------------------------------------------
+
+    def kv_bytes_per_block(self, spec: ModelSpec) -> int:
+        element = torch.empty((), dtype=self.dtype).element_size()
+        return 2 * spec.num_layers * self.block_size * spec.num_kv_heads * spec.head_dim * element
+
+    def _plan_kv_blocks(self, spec: ModelSpec) -> int:
+        per_block = self.kv_bytes_per_block(spec)
+        if self.config.kv_cache_tokens is not None:
+            blocks = self.config.kv_cache_tokens // self.block_size
+        elif self.config.kv_cache_memory is not None:
+            blocks = self.config.kv_cache_memory // per_block
+        elif self.device.type == "cuda":
+            blocks = self._free_gpu_memory(spec) // per_block
+        else:
+            budget = min(CPU_MAX_KV_BYTES, _system_memory() // 8)
+            blocks = min(CPU_DEFAULT_KV_TOKENS // self.block_size, budget // per_block)
+        if blocks < 1:
+            raise ValueError(f"the KV cache budget does not hold one block of {per_block} bytes")
+        return int(blocks)
+
+    def _allocate_kv_pool(self, spec: ModelSpec) -> None:
+        # Allocated once, never grown. Zeroed: masked pad slots must stay finite (0 * NaN is NaN).
+        shape = (2, spec.num_layers, self.num_kv_blocks, self.block_size, spec.num_kv_heads, spec.head_dim)
+        self.kv_pool = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.kv_cache_bytes = self.kv_pool.numel() * self.kv_pool.element_size()
+        for i, attention in enumerate(self.model.attention_layers()):
+            attention.k_cache, attention.v_cache = self.kv_pool[0, i], self.kv_pool[1, i]
+
+    @torch.inference_mode()
+    def _free_gpu_memory(self, spec: ModelSpec) -> int:
+        """Bytes left for the KV pool: the utilization share of the GPU minus weights, the peak
+        activations of a full-budget prefill, and whatever other processes hold."""
+        tokens = min(self.config.max_num_batched_tokens, self.max_model_len)
+        num_blocks = -(-tokens // self.block_size)
+        scratch = torch.zeros(
+            (2, num_blocks, self.block_size, spec.num_kv_heads, spec.head_dim), dtype=self.dtype, device=self.device
+        )
+        for attention in self.model.attention_layers():
+            attention.k_cache, attention.v_cache = scratch[0], scratch[1]
+        torch.cuda.reset_peak_memory_stats(self.device)
+        positions = torch.arange(tokens, device=self.device)
+        meta = AttentionMetadata(
+            positions=positions,
+            slot_mapping=positions,
+            block_tables=torch.arange(num_blocks, dtype=torch.int32, device=self.device)[None],
+            seq_lens=torch.tensor([tokens], dtype=torch.int32, device=self.device),
+            query_start_loc=torch.tensor([0, tokens], dtype=torch.int32, device=self.device),
+            max_query_len=tokens,
+            max_seq_len=tokens,
+            sample_indices=torch.tensor([tokens - 1], device=self.device),
+        )
+        self.model.compute_logits(self.model(torch.zeros_like(positions), meta)[-1:])
+        torch.cuda.synchronize(self.device)
+        peak = torch.cuda.max_memory_allocated(self.device) - scratch.numel() * scratch.element_size()
+        del scratch
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(self.device)
+        held_by_others = total - free - torch.cuda.memory_reserved(self.device)
+        return max(0, int(total * self.config.gpu_memory_utilization) - held_by_others - peak)
+
+
+def _refuse_unimplemented(config: EngineConfig) -> None:
+    # Better a clear refusal than a silently different engine than the one asked for.
+    if config.kv_cache_dtype != "auto":
+        raise ValueError(f"kv_cache_dtype {config.kv_cache_dtype!r} is not implemented yet")
+    if config.quantization is not None:
+        raise ValueError(f"quantization {config.quantization!r} is not implemented yet")
+    if config.tensor_parallel_size != 1:
+        raise ValueError("tensor parallelism is not implemented yet")
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available")
+    return torch.device(name)
+
+
+def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def _system_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

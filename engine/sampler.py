@@ -1,0 +1,150 @@
+"""Next-token selection for the rows of a step that sample.
+
+Order per row: penalties (repetition over prompt + output, presence and frequency over the
+output, as OpenAI) -> temperature -> top-k -> top-p -> draw. Greedy rows (temperature 0) take
+the argmax of the penalised logits.
+
+The draw is reproducible: a row's uniform number is a counter-based hash of (request seed,
+absolute position of the token being sampled), so a seeded request gives the same tokens
+whatever else shares its batch, and a recomputed (preempted) step draws the same number again.
+The token is the inverse CDF of the filtered distribution at that number: one number per row
+(a per-vocabulary-entry race would cost V hashes per row on the CPU hot path), computed on the
+host from plain integers, so nothing here waits on the device until the caller reads the ids.
+
+Logprobs are OpenAI-like: the log-softmax of the penalised, temperature-scaled logits, before
+top-k/top-p filtering (temperature 0 counts as 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from engine.sequence import SampledToken, Sequence
+from engine.types import SamplingParams, TokenLogprob
+
+_MASK64 = (1 << 64) - 1
+
+
+class Sampler:
+    def __init__(self, device: torch.device, base_seed: int = 0) -> None:
+        self.device = device
+        self.base_seed = base_seed
+
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
+        """logits [S, V] float32, one row per sampling sequence (modified in place)."""
+        params = [seq.params for seq in seqs]
+        if any(_has_penalties(p) for p in params):
+            apply_penalties(logits, seqs)
+        greedy = [p.temperature == 0.0 for p in params]
+        want_logprobs = any(p.logprobs is not None for p in params)
+        if all(greedy) and not want_logprobs:
+            return [SampledToken(t) for t in logits.argmax(dim=-1).tolist()]
+
+        temperatures = torch.tensor([1.0 if g else p.temperature for g, p in zip(greedy, params)], device=logits.device)
+        scaled = logits.div_(temperatures[:, None])  # [S, V]
+        logprobs = torch.log_softmax(scaled, dim=-1) if want_logprobs else None
+        if all(greedy):
+            token_ids = scaled.argmax(dim=-1)
+        else:
+            uniforms = [uniform_for(self.seed_of(seq), seq.num_tokens) for seq in seqs]
+            token_ids = self._draw(scaled, params, uniforms)
+            if any(greedy):
+                token_ids = torch.where(torch.tensor(greedy, device=logits.device), scaled.argmax(dim=-1), token_ids)
+        return self._package(token_ids, logprobs, params)
+
+    def seed_of(self, seq: Sequence) -> int:
+        """The request's seed, or one derived from its id (and the engine's seed) when it gave none."""
+        if seq.params.seed is not None:
+            return seq.params.seed
+        digest = hashlib.blake2b(seq.request_id.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") ^ self.base_seed
+
+    def _draw(self, scaled: torch.Tensor, params: list[SamplingParams], uniforms: list[float]) -> torch.Tensor:
+        vocab = scaled.shape[-1]
+        top_k = [p.top_k if 0 < p.top_k < vocab else vocab for p in params]
+        top_p = [p.top_p for p in params]
+        scaled = apply_top_k_top_p(scaled, top_k, top_p)
+        probs = torch.softmax(scaled, dim=-1, dtype=torch.float64)  # [S, V]; float64 keeps the CDF exact enough
+        cdf = probs.cumsum_(dim=-1)
+        targets = torch.tensor(uniforms, dtype=torch.float64, device=scaled.device)[:, None] * cdf[:, -1:]
+        # The first entry whose CDF exceeds the target: always a token of non-zero probability.
+        return torch.searchsorted(cdf, targets, right=True).squeeze(1).clamp_(max=vocab - 1)
+
+    def _package(self, token_ids: torch.Tensor, logprobs: torch.Tensor | None, params) -> list[SampledToken]:
+        ids = token_ids.tolist()
+        if logprobs is None:
+            return [SampledToken(t) for t in ids]
+        k = max((p.logprobs or 0) for p in params)
+        chosen = logprobs.gather(1, token_ids[:, None]).squeeze(1).tolist()
+        top_values, top_ids = (logprobs.topk(k, dim=-1) if k else (logprobs[:, :0], logprobs[:, :0].long()))
+        top_values, top_ids = top_values.tolist(), top_ids.tolist()
+        out = []
+        for row, (token_id, p) in enumerate(zip(ids, params)):
+            if p.logprobs is None:
+                out.append(SampledToken(token_id))
+                continue
+            top = list(zip(top_ids[row][: p.logprobs], top_values[row][: p.logprobs]))
+            out.append(SampledToken(token_id, TokenLogprob(token_id, chosen[row], top)))
+        return out
+
+
+def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> None:
+    """In place on logits [S, V]: repetition (prompt + output), then presence and frequency (output)."""
+    rows, vocab, device = len(seqs), logits.shape[-1], logits.device
+    counts = torch.zeros(rows, vocab, dtype=logits.dtype, device=device)  # output occurrences per token
+    seen = torch.zeros(rows, vocab, dtype=torch.bool, device=device)  # in prompt or output
+    for row, seq in enumerate(seqs):
+        output = torch.tensor(seq.output_token_ids, dtype=torch.int64, device=device)
+        counts[row].index_add_(0, output, torch.ones_like(output, dtype=logits.dtype))
+        seen[row, torch.tensor(seq.token_ids, dtype=torch.int64, device=device)] = True
+    repetition = torch.tensor([s.params.repetition_penalty for s in seqs], device=device)[:, None]
+    # HF semantics: a seen token's positive logit is divided by the penalty, a negative one multiplied.
+    penalised = torch.where(logits > 0, logits / repetition, logits * repetition)
+    logits.copy_(torch.where(seen, penalised, logits))
+    frequency = torch.tensor([s.params.frequency_penalty for s in seqs], device=device)[:, None]
+    presence = torch.tensor([s.params.presence_penalty for s in seqs], device=device)[:, None]
+    logits.sub_(counts * frequency + (counts > 0).to(logits.dtype) * presence)
+
+
+def apply_top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[float]) -> torch.Tensor:
+    """logits [S, V] with the entries outside each row's top-k and top-p nucleus set to -inf.
+
+    top_k[row] == V and top_p[row] == 1 switch a row's filter off. Top-p keeps the smallest set of
+    most likely tokens whose probability reaches p (after top-k)."""
+    vocab = logits.shape[-1]
+    use_top_p = any(p < 1.0 for p in top_p)
+    if not use_top_p and all(k == vocab for k in top_k):
+        return logits
+    device = logits.device
+    k_tensor = torch.tensor(top_k, device=device)[:, None]  # [S, 1]
+    if not use_top_p:
+        kth = logits.topk(max(top_k), dim=-1).values.gather(1, k_tensor - 1)  # [S, 1]
+        return logits.masked_fill(logits < kth, float("-inf"))
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # [S, V]
+    ranks = torch.arange(vocab, device=device)[None, :]
+    sorted_logits = sorted_logits.masked_fill(ranks >= k_tensor, float("-inf"))
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    # Rows without top-p get a threshold no mass reaches (float rounding could exceed exactly 1).
+    p_tensor = torch.tensor([p if p < 1.0 else 2.0 for p in top_p], device=device)[:, None]
+    sorted_logits = sorted_logits.masked_fill(mass_before >= p_tensor, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter_(1, order, sorted_logits)
+
+
+def uniform_for(seed: int, position: int) -> float:
+    """A uniform number in [0, 1) from (seed, position) alone: splitmix64 over the pair."""
+    state = _splitmix64((seed & _MASK64) ^ _splitmix64(position & _MASK64))
+    return (state >> 11) / float(1 << 53)
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _has_penalties(p: SamplingParams) -> bool:
+    return p.repetition_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0
