@@ -1,0 +1,87 @@
+"""Everything one engine step tells Redis, sent as one pipelined round trip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+
+from workers import protocol
+from workers.protocol import StreamEvent, WorkerHeartbeat
+
+TERMINAL_EVENTS = ("done", "error")
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """What the engine loop gathered since its last flush."""
+
+    events: list[tuple[str, StreamEvent]] = field(default_factory=list)  # (request_id, event), in order
+    stream_ttls: dict[str, int] = field(default_factory=dict)  # request_id -> seconds, set with the start event
+    leases: list[str] = field(default_factory=list)  # request ids whose lease is (re)set
+    checks: list[str] = field(default_factory=list)  # request ids whose client and abort keys are read
+    heartbeat: WorkerHeartbeat | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.leases or self.checks or self.heartbeat)
+
+
+@dataclass(slots=True, frozen=True)
+class KeyCheck:
+    request_id: str
+    client_connected: bool
+    abort_requested: bool
+
+
+class Publisher:
+    def __init__(self, client: redis.Redis, worker_id: str) -> None:
+        self.client = client
+        self.worker_id = worker_id
+        self._lease_ms = int(protocol.LEASE_TTL_S * 1000)
+        self._heartbeat_ms = int(protocol.HEARTBEAT_TTL_S * 1000)
+
+    def flush(self, out: Outgoing) -> list[KeyCheck]:
+        """Send it all in one round trip. Raises redis.RedisError, leaving `out` to be sent again."""
+        pipe = self.client.pipeline(transaction=False)
+        for request_id in out.leases:
+            pipe.set(protocol.lease_key(request_id), self.worker_id, px=self._lease_ms)
+        for request_id, event in out.events:
+            key = protocol.stream_key(request_id)
+            pipe.xadd(key, {protocol.EVENT_FIELD: protocol.encode(event)},
+                      maxlen=protocol.STREAM_MAXLEN, approximate=True)
+            if event.type == "start" and request_id in out.stream_ttls:
+                # A stream must not outlive its request if nobody ends it (a worker killed mid-stream).
+                pipe.expire(key, out.stream_ttls[request_id])
+            elif event.type in TERMINAL_EVENTS:
+                pipe.expire(key, protocol.STREAM_EXPIRE_S)
+                pipe.delete(protocol.lease_key(request_id))
+        for request_id in out.checks:
+            pipe.exists(protocol.client_key(request_id))
+            pipe.exists(protocol.abort_key(request_id))
+        if out.heartbeat is not None:
+            key = protocol.worker_key(self.worker_id)
+            pipe.hset(key, protocol.HEARTBEAT_FIELD, protocol.encode(out.heartbeat))
+            pipe.pexpire(key, self._heartbeat_ms)
+        replies = pipe.execute()
+        return self._key_checks(out, replies)
+
+    @staticmethod
+    def _key_checks(out: Outgoing, replies: list) -> list[KeyCheck]:
+        if not out.checks:
+            return []
+        tail = 2 if out.heartbeat is not None else 0
+        answers = replies[len(replies) - tail - 2 * len(out.checks) : len(replies) - tail]
+        return [
+            KeyCheck(request_id, bool(answers[2 * i]), bool(answers[2 * i + 1]))
+            for i, request_id in enumerate(out.checks)
+        ]
+
+    def publish_now(self, request_id: str, event: StreamEvent) -> None:
+        """A terminal event for a job that never reached the engine (expired or aborted at pickup)."""
+        self.flush(Outgoing(events=[(request_id, event)]))
+
+    def abort_requested(self, request_id: str) -> bool:
+        return bool(self.client.exists(protocol.abort_key(request_id)))
+
+    def remove_heartbeat(self) -> None:
+        self.client.delete(protocol.worker_key(self.worker_id))

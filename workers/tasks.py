@@ -1,0 +1,62 @@
+"""The generate task: a Celery thread hands the job to the process's EngineHost and holds it (and its
+unacked message) until the request ends, so the threads pool bounds how many jobs a worker takes."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from celery.exceptions import Reject
+from celery.signals import task_revoked
+
+from workers import protocol
+from workers.celery_app import app
+from workers.host import Draining, EngineHost
+
+log = logging.getLogger(__name__)
+
+_host: EngineHost | None = None
+
+
+def bind_host(host: EngineHost | None) -> None:
+    """The CLI loads the engine once, before Celery starts, and binds its host here."""
+    global _host
+    _host = host
+
+
+def current_host() -> EngineHost:
+    if _host is None:
+        raise RuntimeError("no engine host bound: run workers through `llmq worker`")
+    return _host
+
+
+class GenerateTask(Task):
+    name = protocol.GENERATE_TASK
+    acks_late = True
+    ignore_result = True
+    typing = False
+
+    def run(self, wire: dict) -> None:
+        job = protocol.job_from_wire(wire)
+        try:
+            outcome = current_host().run_job(job)
+        except Draining:
+            # Back to Redis, where another worker takes it; this one is shutting down.
+            raise Reject("worker draining", requeue=True) from None
+        log.info("request %s attempt %d ended: %s", job.request_id, job.attempt, outcome)
+
+
+generate = app.register_task(GenerateTask())
+
+
+@task_revoked.connect
+def _end_expired_job(sender=None, request=None, expired=False, **_) -> None:
+    """Celery drops a job past its `expires` before running it; the stream still gets its ending."""
+    if not expired or getattr(sender, "name", None) != protocol.GENERATE_TASK or _host is None:
+        return
+    try:
+        job = protocol.job_from_wire(request.args[0])
+    except Exception:  # noqa: BLE001 - a malformed message has nobody to tell
+        log.warning("expired task with an unreadable job dropped")
+        return
+    _host.end_expired(job)
