@@ -1,0 +1,103 @@
+"""Runs Locust as a library in its own process (`python -m loadtests.driver CONFIG.json`):
+importing locust monkey-patches the process with gevent, so nothing else lives here.
+Writes Locust's CSV and HTML, the raw records and the run's timing into the config's `out`."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+
+import gevent
+from locust import LoadTestShape
+from locust.env import Environment
+from locust.html import get_html_report
+from locust.runners import STATE_STOPPED
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV, StatsCSVFileWriter, stats_history
+
+from loadtests.config import RunConfig
+from loadtests.prompts import token_counter
+from loadtests.records import write_records
+from loadtests.run_files import CSV_PREFIX, HTML_FILE, RECORDS_FILE, RunInfo
+from loadtests.shapes import LoadShape
+from loadtests.users import ChatUser
+
+MAX_SPAWN_RATE = 100.0  # users started per second when a stage grows
+
+
+class ScheduledShape(LoadTestShape):
+    def __init__(self, schedule: LoadShape):
+        super().__init__()
+        self.schedule = schedule
+
+    def tick(self):
+        users = self.schedule.users_at(self.get_run_time())
+        return None if users is None else (users, min(float(users), MAX_SPAWN_RATE))
+
+
+def configure_users(config: RunConfig) -> None:
+    ChatUser.model = config.model
+    ChatUser.api_key = config.api_key
+    ChatUser.prompt_config = config.prompt
+    ChatUser.counter = token_counter(config.tokenizer)
+    ChatUser.ignore_eos = config.ignore_eos
+    ChatUser.temperature = config.temperature
+    ChatUser.request_timeout_s = config.request_timeout_s
+    ChatUser.records = []
+    ChatUser.notes = []
+
+
+def progress_line(elapsed_s: float, users: int, done: int, failed: int, tok_s: float) -> str:
+    return f"[loadtest] {elapsed_s:6.0f}s  users {users:4d}  requests {done:6d}  failures {failed:4d}  {tok_s:8.1f} tok/s"
+
+
+def run(config: RunConfig) -> RunInfo:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    configure_users(config)
+    schedule = config.load_shape()
+    env = Environment(
+        user_classes=[ChatUser], shape_class=ScheduledShape(schedule), host=config.url,
+        stop_timeout=config.drain_s, locustfile="loadtests/users.py",
+    )
+    runner = env.create_local_runner()
+    csv_writer = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, str(out / CSV_PREFIX), full_history=True)
+    background = [gevent.spawn(csv_writer.stats_writer), gevent.spawn(stats_history, runner)]
+
+    runner.start_shape()
+    run_start = time.time()
+    last_chunks, last_at = 0, time.monotonic()
+    while runner.state != STATE_STOPPED or runner.shape_greenlet is not None:
+        gevent.sleep(1.0)
+        now = time.monotonic()
+        chunks = ChatUser.chunks_received
+        failed = sum(not r.ok for r in ChatUser.records)
+        print(progress_line(time.time() - run_start, runner.user_count, len(ChatUser.records), failed,
+                            (chunks - last_chunks) / (now - last_at)), file=sys.stderr, flush=True)
+        last_chunks, last_at = chunks, now
+    run_end = time.time()
+    runner.quit()
+
+    gevent.killall(background)
+    csv_writer.close_files()
+    write_final_csv(env, out)
+    (out / HTML_FILE).write_text(get_html_report(env, show_download_link=False), encoding="utf-8")
+    write_records(out / RECORDS_FILE, ChatUser.records)
+    info = RunInfo(url=config.url, model=config.model, run_start=run_start, run_end=run_end,
+                   ignore_eos=ChatUser.ignore_eos, notes=list(ChatUser.notes))
+    info.write(out)
+    return info
+
+
+def write_final_csv(env: Environment, out: Path) -> None:
+    """The writer greenlet rewrites these every second; write them once more, complete."""
+    final = StatsCSV(env, PERCENTILES_TO_REPORT)
+    for suffix, write in (("stats", final.requests_csv), ("failures", final.failures_csv),
+                          ("exceptions", final.exceptions_csv)):
+        with open(out / f"{CSV_PREFIX}_{suffix}.csv", "w", newline="") as handle:
+            write(csv.writer(handle))
+
+
+if __name__ == "__main__":
+    run(RunConfig.from_json(Path(sys.argv[1]).read_text(encoding="utf-8")))

@@ -1,0 +1,116 @@
+"""Numbers from raw request records: per-request speed, latency, TTFT, inter-token gaps,
+throughput, per-stage numbers for ramps and sweeps, and the knee of the throughput curve."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from loadtests.records import RequestRecord
+from loadtests.shapes import LoadShape
+
+# Past the knee, one more step of users buys less than this share of a proportional gain.
+KNEE_MIN_EFFICIENCY = 0.25
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks, q in [0, 100]."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def distribution(values: list[float], quantiles=(50, 90, 99)) -> dict[str, float | None]:
+    stats = {"mean": mean(values)}
+    stats.update({f"p{q}": percentile(values, q) for q in quantiles})
+    return stats
+
+
+def tokens_within(records: list[RequestRecord], start: float, end: float) -> float:
+    """Completion tokens streamed inside [start, end], each request's tokens spread evenly
+    between its first token and its end (a request spanning two stages counts in both)."""
+    total = 0.0
+    for record in records:
+        if not record.ok or not record.completion_tokens:
+            continue
+        first, last = record.first_token_at, record.end_at
+        if last <= first:
+            total += record.completion_tokens if start <= last <= end else 0
+            continue
+        overlap = min(last, end) - max(first, start)
+        if overlap > 0:
+            total += record.completion_tokens * overlap / (last - first)
+    return total
+
+
+def request_numbers(records: list[RequestRecord]) -> dict:
+    """Per-request numbers of a set of records (a whole run or one stage)."""
+    good = [r for r in records if r.ok]
+    speeds = [s for s in (r.decode_tokens_per_s for r in good) if s is not None]
+    return {
+        "requests": len(records),
+        "succeeded": len(good),
+        "failed": len(records) - len(good),
+        "completion_tokens": sum(r.completion_tokens or 0 for r in good),
+        "prompt_tokens": sum(r.prompt_tokens or 0 for r in good),
+        "tokens_per_s_per_request": distribution(speeds, quantiles=(50,)),
+        "latency_s": distribution([r.e2e_s for r in good]),
+        "ttft_s": distribution([r.ttft_s for r in good]),
+        "itl_s": distribution([gap for r in good for gap in r.itl_s], quantiles=(50, 99)),
+    }
+
+
+@dataclass(frozen=True)
+class Knee:
+    index: int  # into the stages
+    users: int
+    throughput_tok_s: float
+
+
+def find_knee(users: list[int], throughput: list[float], min_efficiency: float = KNEE_MIN_EFFICIENCY) -> Knee | None:
+    """The last point before adding users stops paying: from point i to i+1 the relative
+    throughput gain, divided by the relative growth in users, falls below min_efficiency
+    (1.0 is linear scaling). None when throughput keeps scaling to the end."""
+    for i in range(len(users) - 1):
+        if throughput[i] <= 0 or users[i + 1] <= users[i]:
+            continue
+        gain = (throughput[i + 1] - throughput[i]) / throughput[i]
+        growth = (users[i + 1] - users[i]) / users[i]
+        if gain / growth < min_efficiency:
+            return Knee(i, users[i], throughput[i])
+    return None
+
+
+def stage_numbers(records: list[RequestRecord], shape: LoadShape, run_start: float) -> list[dict]:
+    stages = []
+    for stage in shape.stages:
+        start, end = run_start + stage.start_s, run_start + stage.end_s
+        inside = [r for r in records if start <= r.start < end]
+        numbers = {"users": stage.users, "start_s": stage.start_s, "end_s": stage.end_s}
+        numbers["throughput_tok_s"] = tokens_within(records, start, end) / stage.duration_s
+        numbers.update(request_numbers(inside))
+        stages.append(numbers)
+    return stages
+
+
+def summarize(
+    records: list[RequestRecord], shape: LoadShape, run_start: float, run_end: float, notes: list[str] = ()
+) -> dict:
+    """Everything summary.json holds."""
+    summary = {"shape": shape.kind, "duration_s": run_end - run_start}
+    summary.update(request_numbers(records))
+    summary["throughput_tok_s"] = tokens_within(records, run_start, run_end) / max(run_end - run_start, 1e-9)
+    summary["errors"] = dict(Counter(r.error for r in records if not r.ok).most_common())
+    summary["stages"] = stage_numbers(records, shape, run_start)
+    knee = find_knee([s["users"] for s in summary["stages"]], [s["throughput_tok_s"] for s in summary["stages"]])
+    summary["knee"] = None if knee is None else {"users": knee.users, "throughput_tok_s": knee.throughput_tok_s}
+    summary["notes"] = list(notes)
+    return summary
