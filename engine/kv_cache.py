@@ -91,6 +91,8 @@ class KVCacheManager:
     # ---- allocation -----------------------------------------------------------------------------
 
     def can_allocate(self, seq: Sequence, num_new_tokens: int) -> bool:
+        if seq.block_table:  # the hot path: a running sequence grows
+            return self._num_new_blocks(seq, 0, num_new_tokens) <= len(self._free)
         prefix = self._match_prefix(seq)
         # Cached blocks nobody holds sit in the free pool: taking them uses it up like fresh ones.
         prefix_from_pool = sum(1 for b in prefix if self.blocks[b].ref_count == 0)
@@ -108,7 +110,7 @@ class KVCacheManager:
 
     def _num_new_blocks(self, seq: Sequence, num_prefix_blocks: int, num_new_tokens: int) -> int:
         num_tokens = seq.num_computed_tokens + num_prefix_blocks * self.block_size + num_new_tokens
-        return self.blocks_for(num_tokens) - len(seq.block_table) - num_prefix_blocks
+        return -(-num_tokens // self.block_size) - len(seq.block_table) - num_prefix_blocks
 
     def _admit(self, seq: Sequence) -> None:
         """Attach the cached prefix to a sequence that holds no blocks (new, or back from preemption)."""
@@ -139,7 +141,10 @@ class KVCacheManager:
         if not self.enable_prefix_caching:
             return
         num_full = min(seq.num_computed_tokens // self.block_size, len(seq.block_table))
-        for index in range(self._num_registered.get(seq.request_id, 0), num_full):
+        num_registered = self._num_registered.get(seq.request_id, 0)
+        if num_full <= num_registered:  # most decode steps: no block filled up
+            return
+        for index in range(num_registered, num_full):
             block = self.blocks[seq.block_table[index]]
             block_hash = self._block_hash(seq, index)
             # Two requests may compute the same block in one step: the first one registered wins,
@@ -147,7 +152,7 @@ class KVCacheManager:
             if block.hash is None and block_hash not in self._block_by_hash:
                 block.hash, block.token_ids = block_hash, self._block_tokens(seq, index)
                 self._block_by_hash[block_hash] = block.block_id
-        self._num_registered[seq.request_id] = max(num_full, self._num_registered.get(seq.request_id, 0))
+        self._num_registered[seq.request_id] = num_full
 
     def free(self, seq: Sequence) -> None:
         """Drop seq's references. Cached blocks stay findable until their memory is needed."""

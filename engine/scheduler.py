@@ -89,14 +89,15 @@ class Scheduler:
         preemptions_before = self.num_preemptions
 
         self.running.sort(key=_order)
-        decodes = [s for s in self.running if s.num_tokens - s.num_computed_tokens == 1]
-        prefills = [s for s in self.running if s.num_tokens - s.num_computed_tokens > 1]
-        for seq in decodes + prefills:  # decodes first: a long prompt never stalls running streams
+        pending = [(seq, len(seq.token_ids) - seq.num_computed_tokens) for seq in self.running]
+        decodes = [entry for entry in pending if entry[1] == 1]
+        prefills = [entry for entry in pending if entry[1] > 1]
+        for seq, num_pending in decodes + prefills:  # decodes first: a long prompt never stalls running streams
             if budget == 0:
                 break
             if seq.status != RequestStatus.RUNNING:  # preempted earlier in this loop
                 continue
-            num_tokens = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            num_tokens = min(num_pending, budget)
             if self._make_room(seq, num_tokens, scheduled):
                 chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, num_tokens))
                 scheduled.add(id(seq))
