@@ -19,7 +19,7 @@ _MODULES = (
     "itertools", "pathlib", "shutil", "tempfile", "zipfile", "tarfile", "csv", "random",
     "statistics", "decimal", "fractions", "datetime", "calendar", "string", "heapq",
     "bisect", "queue", "socket", "pickle", "copy", "pprint", "inspect", "dataclasses",
-    "enum", "typing", "contextlib", "abc", "io", "os", "sched", "selectors", "smtplib",
+    "enum", "contextlib", "abc", "io", "os", "sched", "selectors", "smtplib",
     "ftplib", "imaplib", "mailbox", "configparser", "gettext", "locale", "optparse",
 )
 _MIN_WORDS = 8
