@@ -3,6 +3,7 @@ anywhere; on CUDA the Triton versions replace them. Models call these names only
 
 Shapes (T = tokens of this step over all sequences, B = sequences, D = head_dim):
   write_kv(k [T,Hkv,D], v [T,Hkv,D], k_cache [N,bs,Hkv,D], v_cache [N,bs,Hkv,D], slot_mapping [T] int64)
+      The Triton version skips slots < 0 (padded rows of a CUDA-graph batch).
   paged_attention(q [T,Hq,D], k_cache, v_cache, block_tables [B,max_blocks] int32, seq_lens [B] int32,
                   query_start_loc [B+1] int32, scale: float, max_query_len: int) -> [T,Hq,D]
       Query i of sequence b sits at position seq_lens[b] - q_len_b + i and attends causally to
@@ -26,4 +27,28 @@ silu_and_mul = reference.silu_and_mul
 
 def use_triton() -> bool:
     """Swap in the Triton kernels (CUDA only). Returns whether they were installed."""
-    return False
+    global write_kv, paged_attention, rms_norm, rotary, silu_and_mul
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        from engine.kernels import triton_ops
+    except ImportError:  # no Triton on this host: the references stay
+        return False
+    write_kv = triton_ops.write_kv
+    paged_attention = triton_ops.paged_attention
+    rms_norm = triton_ops.rms_norm
+    rotary = triton_ops.rotary
+    silu_and_mul = triton_ops.silu_and_mul
+    return True
+
+
+def use_reference() -> None:
+    """Put the torch references back (tests compare both on one device)."""
+    global write_kv, paged_attention, rms_norm, rotary, silu_and_mul
+    write_kv = reference.write_kv
+    paged_attention = reference.paged_attention
+    rms_norm = reference.rms_norm
+    rotary = reference.rotary
+    silu_and_mul = reference.silu_and_mul

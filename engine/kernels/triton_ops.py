@@ -1,0 +1,32 @@
+"""The Triton versions of the kernel entry points, as use_triton() installs them.
+
+paged_attention sends a decode-only batch (max_query_len == 1) to the split-K decode kernel and
+any batch with a prefill chunk to the prefill kernel, which handles decodes inside it too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.kernels.triton_cache import write_kv
+from engine.kernels.triton_decode_attention import decode_attention
+from engine.kernels.triton_elementwise import rms_norm, rotary, silu_and_mul
+from engine.kernels.triton_prefill_attention import prefill_attention
+
+__all__ = ["paged_attention", "rms_norm", "rotary", "silu_and_mul", "write_kv"]
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    max_query_len: int,
+) -> torch.Tensor:
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    if max_query_len == 1 and q.shape[0] == seq_lens.shape[0]:
+        return decode_attention(q, k_cache, v_cache, block_tables, seq_lens, scale)
+    return prefill_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, max_query_len)
