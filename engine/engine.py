@@ -45,7 +45,7 @@ class Engine:
             eos_token_ids=tuple(runner.eos_token_ids),
         )
         self._live: dict[str, Sequence] = {}
-        self._reports: list[RequestOutput] = []  # aborts to report at the next step
+        self._reports: list[RequestOutput] = []  # aborts, reported by the next step
         self._arrivals = 0
         self._steps = 0
         self._generated_tokens = 0
@@ -110,14 +110,12 @@ class Engine:
             return self._fail_batch(batch, f"model step failed: {type(exc).__name__}: {exc}")
         self._prompt_tokens += sum(_prompt_part(c.seq, c.start, c.num_tokens) for c in batch.chunks)
         self._generated_tokens += len(sampled)
-        finished = {id(seq) for seq in self.scheduler.update(batch, sampled)}
+        self.scheduler.update(batch, sampled)
         outputs = []
         for seq, token in zip(sampling, sampled):
-            if seq.status == RequestStatus.FINISHED_ABORTED:  # already reported by abort()
-                continue
-            logprobs = [token.logprob] if seq.params.logprobs is not None else None
-            if id(seq) in finished:
+            if seq.status.finished:
                 self._retire(seq)
+            logprobs = [token.logprob] if seq.params.logprobs is not None else None
             outputs.append(self._output(seq, [token.token_id], logprobs))
         return outputs
 
@@ -138,8 +136,12 @@ class Engine:
     def _retire(self, seq: Sequence) -> None:
         self._live.pop(seq.request_id, None)
         release = getattr(self.runner, "release", None)
-        if release is not None:
+        if release is None:
+            return
+        try:
             release(seq.request_id)
+        except Exception:  # noqa: BLE001 - a runner's bookkeeping error must not stop the engine
+            log.exception("runner.release(%s) failed", seq.request_id)
 
     @staticmethod
     def _output(seq: Sequence, token_ids: list[int], logprobs) -> RequestOutput:
