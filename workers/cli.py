@@ -35,7 +35,7 @@ def _engine_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
 @click.option("--redis-url", envvar="LLMQ_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True)
 @click.option("--worker-id", envvar="LLMQ_WORKER_ID", default=None, help="[default: host-pid]")
 @click.option("--concurrency", envvar="LLMQ_WORKER_CONCURRENCY", type=int, default=64, show_default=True, help="Jobs held at once.")
-@click.option("--drain-grace", envvar="LLMQ_DRAIN_GRACE_S", type=float, default=30.0, show_default=True, help="Seconds running requests get on SIGTERM.")
+@click.option("--drain-grace", "drain_grace_s", envvar="LLMQ_DRAIN_GRACE_S", type=float, default=30.0, show_default=True, help="Seconds running requests get on SIGTERM.")
 @click.option("--device", envvar="LLMQ_DEVICE", default="auto", show_default=True)
 @click.option("--dtype", envvar="LLMQ_DTYPE", default="auto", show_default=True)
 @click.option("--max-num-seqs", envvar="LLMQ_MAX_NUM_SEQS", type=int, default=None, help="[default: concurrency]")

@@ -233,6 +233,8 @@ class EngineHost:
                 continue
             if output.num_cached_tokens:
                 request.num_cached_tokens = output.num_cached_tokens
+                if request.unsent_start is not None:
+                    request.unsent_start.num_cached_tokens = output.num_cached_tokens
             if output.new_token_ids:
                 self._tokens_since_beat += len(output.new_token_ids)
                 self._out.events.append((request.request_id, request.tokens_event(output)))
@@ -270,6 +272,9 @@ class EngineHost:
         if self._outage_since is not None:
             log.warning("Redis is back after %.1f s", now - self._outage_since)
             self._outage_since = None
+        for rid, event in out.events:
+            if event.type == "start" and rid in self._live:
+                self._live[rid].unsent_start = None
         self._out = Outgoing()
         for request in self._ending:
             request.ended.set()

@@ -34,6 +34,7 @@ class LiveRequest:
     in_engine: bool = False
     client_seen: bool = False  # the gateway's client key existed once: its lapse means the client left
     num_cached_tokens: int = 0
+    unsent_start: StreamEvent | None = None  # filled in with the first step's cache hits before it goes out
 
     @property
     def request_id(self) -> str:
@@ -45,7 +46,8 @@ class LiveRequest:
         return event
 
     def start_event(self) -> StreamEvent:
-        return self._event("start", num_prompt_tokens=len(self.job.prompt_token_ids))
+        self.unsent_start = self._event("start", num_prompt_tokens=len(self.job.prompt_token_ids))
+        return self.unsent_start
 
     def tokens_event(self, output: RequestOutput) -> StreamEvent:
         logprobs = None

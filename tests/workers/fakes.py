@@ -16,6 +16,7 @@ class ScriptedEngine:
         self.added: list[str] = []
         self.aborted: list[str] = []
         self.fail_next_step = False
+        self.cached_tokens = 0  # reported with a request's first output, as a prefix cache would
         self.steps = 0
         self._lock = threading.Lock()
 
@@ -42,7 +43,7 @@ class ScriptedEngine:
             state[1] = emitted + 1
             finished = state[1] >= params.max_tokens
             outputs.append(RequestOutput(rid, [1000 + emitted], finish_reason="length" if finished else None,
-                                         num_prompt_tokens=3))
+                                         num_prompt_tokens=3, num_cached_tokens=self.cached_tokens if emitted == 0 else 0))
             if finished:
                 del self.requests[rid]
         return outputs

@@ -122,3 +122,11 @@ def test_drain_lets_short_requests_finish_and_ends_the_rest(host, client, engine
     assert stream_events(client, "r13")[-1].error_code == "worker_shutdown"
     hb = protocol.decode_heartbeat(client.hget(protocol.worker_key("w1"), protocol.HEARTBEAT_FIELD))
     assert hb.accepting is False
+
+
+def test_start_event_carries_the_first_steps_cache_hits(host, client, engine):
+    engine.cached_tokens = 2
+    host.run_job(make_job("r15", max_tokens=3))
+    events = stream_events(client, "r15")
+    assert events[0].type == "start" and events[0].num_cached_tokens == 2
+    assert events[-1].num_cached_tokens == 2
