@@ -1,0 +1,79 @@
+"""What a running gateway holds, opened in the app's lifespan and kept on app.state.gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from api.admission import Admission
+from api.dispatch import Dispatcher
+from api.keys import StaticKeys
+from api.liveness import WorkerWatch
+from api.metrics import GatewayMetrics
+from api.settings import GatewaySettings
+from api.stream import READ_BLOCK_S
+from api.tokenizer import ModelTokenizer, load_tokenizer
+
+log = logging.getLogger("llmq.gateway")
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    models: dict[str, ModelTokenizer]
+    redis: Redis  # short timeouts: every command but the blocking stream read
+    stream_redis: Redis  # XREAD BLOCK needs a socket timeout longer than the block
+    dispatcher: Dispatcher
+    admission: Admission
+    watch: WorkerWatch
+    metrics: GatewayMetrics
+    static_keys: StaticKeys
+
+
+def load_models(settings: GatewaySettings) -> dict[str, ModelTokenizer]:
+    models = {}
+    for path in settings.model_paths:
+        tokenizer = load_tokenizer(str(path))
+        if tokenizer.name in models:
+            raise ValueError(f"two model folders are both named {tokenizer.name!r}")
+        models[tokenizer.name] = tokenizer
+        log.info("serving %s (context %d, tokenizer %s)", tokenizer.name, tokenizer.max_model_len,
+                 "tiktoken" if tokenizer.fast else "transformers")
+    return models
+
+
+@contextlib.asynccontextmanager
+async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
+    timeout = settings.redis_timeout_s
+    redis = Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    stream_redis = Redis.from_url(settings.redis_url, socket_timeout=READ_BLOCK_S + timeout,
+                                  socket_connect_timeout=timeout)
+    dispatcher = Dispatcher(settings.redis_url, timeout)
+    watch = WorkerWatch(redis, settings.heartbeat_poll_s)
+    gateway = Gateway(
+        settings=settings,
+        models=load_models(settings),
+        redis=redis,
+        stream_redis=stream_redis,
+        dispatcher=dispatcher,
+        admission=Admission(settings.max_queued_requests, settings.max_tokens_in_flight, settings.retry_after_s),
+        watch=watch,
+        metrics=GatewayMetrics(),
+        static_keys=StaticKeys(settings.api_keys),
+    )
+    await watch.poll()
+    watcher = asyncio.create_task(watch.run(), name="llmq-worker-watch")
+    try:
+        yield gateway
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        dispatcher.close()
+        await redis.aclose()
+        await stream_redis.aclose()

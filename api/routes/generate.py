@@ -1,0 +1,52 @@
+"""POST /v1/chat/completions and POST /v1/completions."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from litestar import Controller, Request, post
+from litestar.datastructures import State
+
+from api.auth import require_api_key
+from api.plan import plan_chat, plan_completion
+from api.schemas import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest
+from api.serve import serve
+
+# Rendering and tokenizing a long prompt is CPU work: past this many characters it leaves the event loop.
+INLINE_TOKENIZE_CHARS = 4096
+
+
+def _prompt_chars(request: ChatCompletionRequest | CompletionRequest) -> int:
+    if isinstance(request, CompletionRequest):
+        prompt = request.prompt
+        return len(prompt) if isinstance(prompt, str) else sum(len(p) if isinstance(p, str) else 1 for p in prompt)
+    total = 0
+    for message in request.messages:
+        content = message.content
+        total += len(content) if isinstance(content, str) else sum(len(p.text or "") for p in content or [])
+    return total
+
+
+async def _plan(planner, data, models):
+    if _prompt_chars(data) <= INLINE_TOKENIZE_CHARS:
+        return planner(data, models)
+    return await anyio.to_thread.run_sync(planner, data, models)
+
+
+class GenerateController(Controller):
+    path = "/v1"
+    guards = [require_api_key]
+    tags = ["generation"]
+
+    @post("/chat/completions", operation_id="createChatCompletion", status_code=200,
+          responses=None, summary="Chat completion, streamed as SSE when `stream` is true")
+    async def chat(self, data: ChatCompletionRequest, request: Request, state: State) -> ChatCompletion:
+        gateway = state.gateway
+        plan = await _plan(plan_chat, data, gateway.models)
+        return await serve(plan, request, gateway, "chat")
+
+    @post("/completions", operation_id="createCompletion", status_code=200,
+          summary="Text completion, streamed as SSE when `stream` is true")
+    async def completions(self, data: CompletionRequest, request: Request, state: State) -> Completion:
+        gateway = state.gateway
+        plan = await _plan(plan_completion, data, gateway.models)
+        return await serve(plan, request, gateway, "completions")

@@ -1,0 +1,281 @@
+"""Reads the workers' token streams for one request and owns failure detection.
+
+One GenerationRun covers the n choices of a request, each a job with its own request id and
+stream llmq:stream:<rid>, all read with a single XREAD BLOCK. While the client is connected the
+run refreshes llmq:client:<rid>. If a worker's lease lapses after it started a job, the run sends
+a continuation (prompt + tokens already received, the rest of max_tokens, attempt + 1) and
+ignores later events of the old attempt. Every run ends in exactly one terminal event per choice
+(Finished) or one Failed for the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import msgspec
+from redis.asyncio import Redis
+
+from api.dispatch import Dispatcher
+from workers.protocol import (
+    ABORT_CHANNEL, CLIENT_TTL_S, EVENT_FIELD, LEASE_TTL_S, GenerateJob, Sampling, TokenLogprobWire,
+    abort_key, client_key, decode_event, lease_key, stream_key,
+)
+
+log = logging.getLogger("llmq.gateway")
+
+READ_BLOCK_S = 1.0  # longest XREAD wait; bounds how late a lease or deadline check can be
+LEASE_CHECK_EVERY_S = 1.0
+REDIS_OUTAGE_GRACE_S = 3.0  # consecutive Redis failures tolerated mid-stream before giving up
+# Worker error codes that mean "this worker could not, another may": retried like a lost lease.
+RETRYABLE_ERROR_CODES = frozenset({"worker_shutdown", "worker_lost", "draining"})
+
+
+@dataclass
+class ChoiceJob:
+    index: int
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: Sampling
+    attempt: int = 0
+    received: list[int] = field(default_factory=list)
+    last_entry: str = "0-0"
+    started: bool = False
+    last_event_at: float = 0.0
+    finished: bool = False
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+
+
+@dataclass
+class Tokens:
+    index: int
+    token_ids: list[int]
+    logprobs: list[TokenLogprobWire] | None
+
+
+@dataclass
+class Finished:
+    index: int
+    finish_reason: str
+
+
+@dataclass
+class Failed:
+    message: str
+    status: int = 503
+    code: str = "worker_failed"
+
+
+class Idle:
+    """Nothing arrived for a while: a chance to send a keep-alive."""
+
+
+Event = Tokens | Finished | Failed | Idle
+
+
+class GenerationRun:
+    def __init__(
+        self, redis: Redis, reader: Redis, dispatcher: Dispatcher, model: str, jobs: list[ChoiceJob],
+        deadline: float, max_attempts: int, block_s: float = READ_BLOCK_S,
+    ) -> None:
+        # reader: a client whose socket timeout outlasts the XREAD block; redis: short timeouts.
+        self.redis, self.reader, self.dispatcher, self.model = redis, reader, dispatcher, model
+        self.jobs = jobs
+        self.deadline = deadline  # unix seconds
+        self.max_attempts = max_attempts
+        self.block_s = min(block_s, READ_BLOCK_S)
+        self.redispatches = 0
+        self._client_refreshed_at = 0.0
+        self._lease_checked_at = 0.0
+        self._redis_failing_since: float | None = None
+
+    def _job(self, index: int) -> ChoiceJob:
+        return self.jobs[index]
+
+    def _wire_job(self, job: ChoiceJob) -> GenerateJob:
+        left = job.sampling.max_tokens - len(job.received)
+        return GenerateJob(
+            request_id=job.request_id, model=self.model, prompt_token_ids=job.prompt_token_ids + job.received,
+            sampling=msgspec.structs.replace(job.sampling, max_tokens=left), deadline=self.deadline,
+            attempt=job.attempt, enqueued_at=time.time(),
+        )
+
+    async def start(self) -> None:
+        """Marks the client present, then dispatches every choice. Raises if Redis is unreachable."""
+        await self._refresh_client_keys(force=True)
+        for job in self.jobs:
+            await self.dispatcher.send(self._wire_job(job))
+
+    async def _refresh_client_keys(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._client_refreshed_at < CLIENT_TTL_S / 3:
+            return
+        self._client_refreshed_at = now
+        ttl_ms = int(CLIENT_TTL_S * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job in self.jobs:
+                if not job.finished:
+                    pipe.set(client_key(job.request_id), b"1", px=ttl_ms)
+            await pipe.execute()
+
+    async def events(self) -> AsyncIterator[Event]:
+        while any(not job.finished for job in self.jobs):
+            if time.time() >= self.deadline:
+                await self.abort_all()
+                yield Failed("The request timed out before generation finished.", status=504, code="timeout")
+                return
+            try:
+                await self._refresh_client_keys()
+                batch = await self._read(block=True)
+                self._redis_failing_since = None
+            except Exception as exc:  # Redis blip: tolerated for a grace period, then an explicit error
+                now = time.monotonic()
+                self._redis_failing_since = self._redis_failing_since or now
+                if now - self._redis_failing_since > REDIS_OUTAGE_GRACE_S:
+                    yield Failed(f"Lost the connection to the queue: {exc}", status=503, code="redis_unavailable")
+                    return
+                yield Idle()
+                continue
+            produced = False
+            for event in self._apply(batch):
+                produced = True
+                yield event
+                if isinstance(event, Failed):
+                    await self.abort_all()
+                    return
+            if not produced:
+                yield Idle()
+            async for event in self._check_leases():
+                yield event
+                if isinstance(event, Failed):
+                    await self.abort_all()
+                    return
+
+    async def _read(self, block: bool, jobs: list[ChoiceJob] | None = None) -> list:
+        jobs = [j for j in (jobs or self.jobs) if not j.finished]
+        if not jobs:
+            return []
+        streams = {stream_key(j.request_id): j.last_entry for j in jobs}
+        wait_ms = max(1, int(min(self.block_s, self.deadline - time.time()) * 1000))
+        return await self.reader.xread(streams, block=wait_ms if block else None) or []
+
+    def _apply(self, batch: list) -> list[Event]:
+        by_stream = {stream_key(j.request_id): j for j in self.jobs}
+        out: list[Event] = []
+        for key, entries in batch:
+            job = by_stream[key.decode() if isinstance(key, bytes) else key]
+            for entry_id, fields in entries:
+                job.last_entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                if job.finished:
+                    continue
+                raw = fields.get(EVENT_FIELD) or fields.get(EVENT_FIELD.decode())
+                try:
+                    event = decode_event(raw)
+                except (msgspec.DecodeError, TypeError):
+                    log.warning("undecodable event on %s", key)
+                    continue
+                if event.attempt != job.attempt:
+                    continue  # an attempt given up on: its tokens were replaced by the continuation
+                out.extend(self._on_event(job, event))
+        return out
+
+    def _on_event(self, job: ChoiceJob, event) -> list[Event]:
+        job.last_event_at = time.monotonic()
+        if event.type == "start":
+            job.started = True
+            if job.attempt == 0:
+                job.num_prompt_tokens = event.num_prompt_tokens
+                job.num_cached_tokens = event.num_cached_tokens
+            return []
+        out: list[Event] = []
+        if event.token_ids:
+            job.started = True
+            job.received.extend(event.token_ids)
+            out.append(Tokens(job.index, list(event.token_ids), event.logprobs))
+        if event.type == "done":
+            job.finished = True
+            if event.finish_reason == "abort":
+                out.append(Failed("The worker aborted the request.", status=503, code="aborted"))
+            else:
+                out.append(Finished(job.index, event.finish_reason or "stop"))
+        elif event.type == "error":
+            if event.error_code in RETRYABLE_ERROR_CODES:
+                job.started, job.last_event_at = True, 0.0  # let the lease check re-dispatch it now
+            else:
+                job.finished = True
+                out.append(Failed(event.error or "The worker failed to generate.", status=500,
+                                  code=event.error_code or "worker_error"))
+        return out
+
+    async def _check_leases(self) -> AsyncIterator[Event]:
+        now = time.monotonic()
+        if now - self._lease_checked_at < LEASE_CHECK_EVERY_S:
+            return
+        self._lease_checked_at = now
+        # Quiet for a whole lease period after starting: is the worker still there?
+        suspects = [j for j in self.jobs if not j.finished and j.started and now - j.last_event_at > LEASE_TTL_S]
+        for job in suspects:
+            if await self.redis.exists(lease_key(job.request_id)):
+                continue
+            drained = self._apply(await self._read(block=False, jobs=[job]))  # events written just before it left
+            for event in drained:
+                yield event
+            if job.finished or any(isinstance(e, Failed) for e in drained):
+                continue
+            if job.last_event_at > now:
+                continue  # it spoke after all; look again next round
+            async for event in self._redispatch(job):
+                yield event
+
+    async def _redispatch(self, job: ChoiceJob) -> AsyncIterator[Event]:
+        if len(job.received) >= job.sampling.max_tokens:
+            job.finished = True
+            yield Finished(job.index, "length")
+            return
+        if job.attempt + 1 >= self.max_attempts:
+            yield Failed(f"The worker serving this request was lost {self.max_attempts} times; giving up.",
+                         status=503, code="worker_lost")
+            return
+        job.attempt += 1
+        job.started = False
+        self.redispatches += 1
+        log.warning("lease of %s lapsed; continuing as attempt %d after %d tokens",
+                    job.request_id, job.attempt, len(job.received))
+        await self.dispatcher.send(self._wire_job(job))
+
+    async def abort(self, index: int) -> None:
+        """Stops one choice (a stop string matched): the worker frees it, no more events are read."""
+        job = self._job(index)
+        job.finished = True
+        await self._send_aborts([job])
+
+    async def abort_all(self) -> None:
+        await self._send_aborts([j for j in self.jobs if not j.finished])
+        for job in self.jobs:
+            job.finished = True
+
+    async def _send_aborts(self, jobs: list[ChoiceJob]) -> None:
+        if not jobs:
+            return
+        ttl_ms = int(max(10.0, self.deadline - time.time() + 10.0) * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                pipe.set(abort_key(job.request_id), b"1", px=ttl_ms)
+                pipe.publish(ABORT_CHANNEL, job.request_id)
+                pipe.delete(client_key(job.request_id))
+            await pipe.execute()
+
+    async def close(self) -> None:
+        """On every exit: unfinished choices are aborted (client gone, deadline, failure)."""
+        try:
+            await self.abort_all()
+        except Exception as exc:  # Redis down: the client key lapses by itself and the worker stops
+            log.warning("could not send aborts: %s", exc)
+        finally:
+            try:
+                await self.redis.delete(*[client_key(j.request_id) for j in self.jobs])
+            except Exception:
+                pass
