@@ -106,6 +106,9 @@ class Scheduler:
         # Admitting right after a preemption would only trade one request's blocks for another's.
         if self.num_preemptions == preemptions_before:
             chunks += self._admit_waiting(budget)
+        # The batch contract: single-token chunks (decodes) first. A new admission may have one
+        # token left after its prefix hit; the stable sort moves it up and keeps the rest in order.
+        chunks.sort(key=lambda chunk: chunk.num_tokens != 1)
         return ScheduledBatch(chunks)
 
     def _make_room(self, seq: Sequence, num_tokens: int, scheduled: set[int]) -> bool:

@@ -16,6 +16,8 @@ def check_invariants(engine, batch_log, budget, max_num_seqs):
         chunks = batch_log[-1]
         assert sum(n for _, _, n in chunks) <= budget
         assert len({rid for rid, _, _ in chunks}) == len(chunks), "a request twice in one step"
+        single = [n == 1 for _, _, n in chunks]
+        assert single == sorted(single, reverse=True), "single-token chunks must come first"
     assert len(scheduler.running) <= max_num_seqs
     holders = Counter(b for seq in scheduler.running for b in seq.block_table)
     assert all(not seq.block_table for seq in scheduler.waiting)

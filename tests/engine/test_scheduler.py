@@ -170,3 +170,13 @@ def test_cached_tokens_are_those_of_the_first_admission_even_after_a_recompute()
     assert all(out.num_cached_tokens == 0 for rid in outputs for out in outputs[rid])
     assert engine.stats().prefix_cache_hits > 0  # the recompute did reuse its own blocks
     assert tokens_of(outputs["new"]) == reference_output(list(range(100, 108)), 16)
+
+
+def test_single_token_chunks_come_first_even_for_a_new_admission():
+    engine = make_engine(max_num_batched_tokens=64)
+    engine.add_request("first", list(range(9)), params(max_tokens=1))
+    run_until_done(engine)  # caches two blocks of 4
+    engine.add_request("long", list(range(100, 130)), params(max_tokens=1))
+    engine.add_request("hit", list(range(9)), params(max_tokens=1))  # 8 cached, one token to compute
+    engine.step()
+    assert [(rid, n) for rid, _, n in engine.runner.batches[-1]] == [("hit", 1), ("long", 30)]
