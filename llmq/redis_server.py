@@ -35,6 +35,7 @@ class RedisServer:
     password: str | None = None
     process: subprocess.Popen | None = None
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="llmq-redis-"))
+    own_session: bool = False  # its own process group: a terminal's Ctrl-C leaves it to the caller to stop
 
     @property
     def url(self) -> str:
@@ -53,7 +54,8 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=self.own_session)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

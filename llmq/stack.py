@@ -1,0 +1,149 @@
+"""The local stack as child processes: a private redis-server, `llmq worker`s and an `llmq gateway`,
+each in its own process group so stopping one stops everything it started. Used by `llmq up`, the
+gateway benchmark and the integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmq.redis_server import RedisServer, free_port
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    log_path: Path | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM the group, then SIGKILL what is left after `timeout`."""
+        if self.alive:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.signal(signal.SIGKILL)  # also reaps grandchildren that outlived the leader
+        return self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def llmq_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llmq", *args]
+
+
+def spawn(name: str, args: list[str], log_dir: Path | None = None, env: dict | None = None) -> Child:
+    """Start args in a new session (its own process group); output to log_dir/<name>.log if given."""
+    if log_dir is None:
+        return Child(name, subprocess.Popen(args, start_new_session=True, env=env))
+    log_path = Path(log_dir) / f"{name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    return Child(name, process, log_path)
+
+
+def worker_args(model: str, backend: str, redis_url: str, worker_id: str, *extra: str) -> list[str]:
+    return llmq_command("worker", "--model", model, "--backend", backend, "--redis-url", redis_url,
+                        "--worker-id", worker_id, *extra)
+
+
+def gateway_args(model: str, redis_url: str, port: int, host: str = "127.0.0.1", *extra: str) -> list[str]:
+    return llmq_command("gateway", "--model", model, "--redis-url", redis_url, "--host", host,
+                        "--port", str(port), *extra)
+
+
+def wait_until_ok(url: str, timeout: float, watch: list[Child] = (), progress=None) -> None:
+    """Poll GET url until it answers 2xx; fail early when a watched child exits."""
+    started = time.monotonic()
+    last_note = started
+    while True:
+        for child in watch:
+            if not child.alive:
+                raise RuntimeError(f"{child.name} exited with code {child.process.returncode}\n{child.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if 200 <= response.status < 300:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        now = time.monotonic()
+        if now - started > timeout:
+            raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
+        if progress and now - last_note >= 5:
+            progress(f"  waiting for {url}: {now - started:.0f} s")
+            last_note = now
+        time.sleep(0.1)  # polling a readiness endpoint
+
+
+@dataclass
+class LocalStack:
+    model: str
+    backend: str = "torch"
+    workers: int = 1
+    port: int = 0  # 0: a free port
+    worker_extra: tuple[str, ...] = ()
+    gateway_extra: tuple[str, ...] = ()
+    log_dir: Path | None = None
+    redis: RedisServer = field(default_factory=lambda: RedisServer(own_session=True))
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0, progress=None) -> "LocalStack":
+        try:
+            self.redis.start()
+            self.port = self.port or free_port()
+            for i in range(self.workers):
+                self.start_worker(f"worker-{i}")
+            self.children.append(spawn("gateway", gateway_args(self.model, self.redis.url, self.port,
+                                                               "127.0.0.1", *self.gateway_extra), self.log_dir))
+            wait_until_ok(self.url + "/ready", timeout, self.children, progress)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_worker(self, worker_id: str, *extra: str) -> Child:
+        args = worker_args(self.model, self.backend, self.redis.url, worker_id, *self.worker_extra, *extra)
+        child = spawn(worker_id, args, self.log_dir)
+        self.children.append(child)
+        return child
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # Gateway first (no new work), then workers (they drain), Redis last.
+        for child in reversed(self.children):
+            child.signal(signal.SIGTERM)
+        for child in reversed(self.children):
+            child.stop(timeout)
+        self.children.clear()
+        self.redis.stop()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

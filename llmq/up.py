@@ -1,0 +1,73 @@
+"""`llmq up`: the whole stack on this machine (a private Redis, CPU workers, the gateway) until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import click
+
+from llmq.paths import DEFAULT_MODEL, resolve_model
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def ensure_model(name: str | None) -> Path:
+    """The model folder, pulled first when it is a known name not yet in the cache."""
+    folder = resolve_model(name)
+    if (folder / "config.json").exists():
+        return folder
+    from engine.models.pull import SOURCES, pull
+
+    model_name = name or DEFAULT_MODEL
+    if model_name not in SOURCES:
+        raise click.ClickException(f"model folder {folder} not found")
+    _say(f"pulling {model_name} (once) ...")
+    try:
+        return pull(model_name, folder, progress=lambda line: _say("  " + line))
+    except (FileExistsError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(f"could not pull {model_name}: {exc}") from None
+
+
+@click.command()
+@click.option("--model", envvar="LLMQ_MODEL", default=None, help="Model folder or cached name. [default: the default model]")
+@click.option("--backend", envvar="LLMQ_BACKEND", default="torch", show_default=True, help="torch | hf | null")
+@click.option("--port", envvar="LLMQ_PORT", type=int, default=8000, show_default=True, help="Gateway port on 127.0.0.1.")
+@click.option("--workers", "num_workers", envvar="LLMQ_UP_WORKERS", type=click.IntRange(1), default=1, show_default=True)
+def up(model: str | None, backend: str, port: int, num_workers: int) -> None:
+    """Run Redis, CPU workers and the gateway here, until Ctrl-C."""
+    from llmq.stack import LocalStack
+
+    folder = ensure_model(model)
+    stack = LocalStack(model=str(folder), backend=backend, workers=num_workers, port=port,
+                       worker_extra=("--device", "cpu", "--drain-grace", "5", "--log-level", "warning"),
+                       gateway_extra=("--log-level", "warning"))
+    stopping = False
+
+    def request_stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    _say(f"starting redis, {num_workers} {backend} worker(s) for {folder.name} and the gateway ...")
+    try:
+        stack.start(timeout=300, progress=_say)
+        url = f"{stack.url}/v1"
+        click.echo(f"\nllmq is up: {url}   (Ctrl-C stops it)")
+        click.echo(f"curl {url}/chat/completions -H 'Content-Type: application/json' "
+                   f"-d '{{\"model\": \"{folder.name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Say hi\"}}]}}'")
+        while not stopping:
+            dead = [child for child in stack.children if not child.alive]
+            if dead:
+                raise click.ClickException(f"{dead[0].name} exited with code {dead[0].process.returncode}")
+            time.sleep(0.2)  # supervising: nothing to wake us but a signal or a child's exit
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        _say("stopping ...")
+        stack.stop()
+        _say("stopped")
