@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# On an offline GPU host (CPython 3.12 with torch): install the wheels in .whl/ that the host
+# lacks (scripts/prepare_device_wheels.sh fetched them), then run `llmq loadtest compare`:
+# the same load against a local stack with each backend in turn, Llama-3.1-8B's shapes with
+# random weights. Results go to $OUT (compare.json, the table, each backend's summary, and
+# every report folder in one archive).
+#
+#   scripts/device_loadtest.sh
+#   BACKENDS=hf,torch USERS=8 DURATION=45 PROMPT_TOKENS=256 OUTPUT_TOKENS=128 scripts/device_loadtest.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+SITE=${SITE:-/tmp/site}
+OUT=${OUT:-out/device}
+WORK=${WORK:-$(mktemp -d -t llmq-loadtest-XXXXXX)}
+BACKENDS=${BACKENDS:-hf,torch}
+MODEL_DIR=${MODEL_DIR:-.whl/models/Llama-3.1-8B}
+UP_ARGS=${UP_ARGS:-"--model $MODEL_DIR --dummy-weights"}
+USERS=${USERS:-8}
+DURATION=${DURATION:-45}
+PROMPT_TOKENS=${PROMPT_TOKENS:-256}
+OUTPUT_TOKENS=${OUTPUT_TOKENS:-128}
+DRAIN=${DRAIN:-60}
+READY_TIMEOUT=${READY_TIMEOUT:-300}
+mkdir -p "$OUT" "$SITE"
+
+# Only the wheels whose distribution the host does not have: its torch stack stays as it is.
+missing=()
+for wheel in .whl/*.whl; do
+    name=$(basename "$wheel" | cut -d- -f1)
+    if ! "$PY" -c 'import importlib.metadata as m, sys; m.version(sys.argv[1])' "$name" 2>/dev/null; then
+        missing+=("$wheel")
+    fi
+done
+echo "installing ${#missing[@]} wheels the host lacks into $SITE" >&2
+if ((${#missing[@]})); then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${missing[@]}"
+fi
+export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+# `llmq` as a command, for anything that starts a subcommand by name.
+mkdir -p "$SITE/bin"
+printf '#!/bin/sh\nexec %s -m llmq "$@"\n' "$(command -v "$PY")" >"$SITE/bin/llmq"
+chmod +x "$SITE/bin/llmq"
+export PATH="$SITE/bin:$PATH"
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >&2 || true
+up_flags=()
+for word in $UP_ARGS; do up_flags+=("--up-arg=$word"); done
+
+status=0
+"$PY" -m llmq loadtest compare --backends "$BACKENDS" --out "$WORK" \
+    --users "$USERS" --duration "$DURATION" --prompt-tokens "$PROMPT_TOKENS" --output-tokens "$OUTPUT_TOKENS" \
+    --drain "$DRAIN" --ready-timeout "$READY_TIMEOUT" "${up_flags[@]}" | tee "$OUT/compare.txt" || status=$?
+
+# At most a few files come back: the table, compare.json, each summary, and one archive of the rest.
+cp "$WORK/compare.json" "$OUT/" 2>/dev/null || true
+for backend in ${BACKENDS//,/ }; do
+    cp "$WORK/$backend/summary.json" "$OUT/$backend-summary.json" 2>/dev/null || true
+done
+tar -czf "$OUT/loadtest-reports.tgz" -C "$WORK" .
+exit $status
