@@ -106,6 +106,7 @@ class LocalStack:
     worker_extra: tuple[str, ...] = ()
     gateway_extra: tuple[str, ...] = ()
     log_dir: Path | None = None
+    ready_path: str = "/ready"  # /ready waits for a worker of every served model; /health only for the gateway
     redis: RedisServer = field(default_factory=lambda: RedisServer(own_session=True))
     children: list[Child] = field(default_factory=list)
 
@@ -121,7 +122,7 @@ class LocalStack:
                 self.start_worker(f"worker-{i}")
             self.children.append(spawn("gateway", gateway_args(self.model, self.redis.url, self.port,
                                                                "127.0.0.1", *self.gateway_extra), self.log_dir))
-            wait_until_ok(self.url + "/ready", timeout, self.children, progress)
+            wait_until_ok(self.url + self.ready_path, timeout, self.children, progress)
         except BaseException:
             self.stop()
             raise
