@@ -12,7 +12,7 @@ from pathlib import Path
 from llmq.redis_server import free_port
 from loadtests.target import wait_ready
 
-STOP_GRACE_S = 20.0
+STOP_GRACE_S = 60.0  # `llmq up` stops its workers (which drain) and the gateway in turn
 
 
 class LocalStack:
