@@ -73,3 +73,13 @@ def tokenizer_only_copy(model_dir: Path, dest: Path) -> Path:
         if item.is_file() and item.suffix != ".safetensors":
             shutil.copy(item, dest / item.name)
     return dest
+
+
+def gateway_in_flight(stack) -> float:
+    """Accepted requests the gateway has not finished, from its Prometheus metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(stack.url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("llmq_gateway_requests_in_flight"))
