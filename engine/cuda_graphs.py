@@ -87,6 +87,7 @@ class GraphRunner:
         self.outputs: dict[int, Outputs] = {}
         self.pool = None
 
+    @torch.inference_mode()
     def capture(self, warmup_steps: int = 2) -> None:
         """Capture every size, largest first so the smaller graphs reuse its memory pool."""
         for size in reversed(self.batch_sizes):
@@ -107,6 +108,7 @@ class GraphRunner:
     def can_run(self, num_seqs: int) -> bool:
         return padded_batch_size(num_seqs, self.batch_sizes) is not None
 
+    @torch.inference_mode()
     def run(self, **tensors: torch.Tensor) -> Outputs:
         """Copy the step's tensors (batch first) into the buffers, replay, and return the first
         num_seqs rows of the outputs."""

@@ -31,15 +31,16 @@ def _decode_split_kernel(
     stride_vb, stride_vs, stride_vh,
     stride_bt,
     stride_ot, stride_oh,
+    num_splits,
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, NUM_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, DIRECT: tl.constexpr, MIN_SPLIT: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + seq)
     # Same arithmetic as split_k.active_splits / split_length: short sequences use fewer splits.
-    num_active = tl.maximum(tl.minimum(NUM_SPLITS, tl.cdiv(seq_len, MIN_SPLIT)), 1)
+    num_active = tl.maximum(tl.minimum(num_splits, tl.cdiv(seq_len, MIN_SPLIT)), 1)
     if split >= num_active:
         return
     split_len = tl.cdiv(tl.cdiv(seq_len, num_active), TILE) * TILE
@@ -86,14 +87,14 @@ def _decode_split_kernel(
     has_any = l_i > 0.0
     out = acc / tl.where(has_any, l_i, 1.0)[:, None]
     store_mask = row_mask[:, None] & dim_mask[None, :]
-    if NUM_SPLITS == 1:
+    if DIRECT:  # one split: the final output
         tl.store(
             out_ptr + seq * stride_ot + heads[:, None] * stride_oh + dims[None, :],
             out.to(out_ptr.dtype.element_ty), mask=store_mask,
         )
     else:
-        # part_out [B, Hq, NUM_SPLITS, D] float32, part_lse [B, Hq, NUM_SPLITS] float32 (log2 domain).
-        part_row = (seq * (GROUP * tl.num_programs(1)) + heads) * NUM_SPLITS + split
+        # part_out [B, Hq, num_splits, D] float32, part_lse [B, Hq, num_splits] float32 (log2 domain).
+        part_row = (seq * (GROUP * tl.num_programs(1)) + heads) * num_splits + split
         tl.store(part_out_ptr + part_row[:, None] * HEAD_DIM + dims[None, :], out, mask=store_mask)
         lse = tl.where(has_any, m_i + tl.log2(tl.where(has_any, l_i, 1.0)), float("-inf"))
         tl.store(part_lse_ptr + part_row, lse, mask=row_mask)
@@ -103,16 +104,16 @@ def _decode_split_kernel(
 def _decode_reduce_kernel(
     part_out_ptr, part_lse_ptr, seq_lens_ptr, out_ptr,
     stride_ot, stride_oh,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, MIN_SPLIT: tl.constexpr,
+    num_splits,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, MIN_SPLIT: tl.constexpr,
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
     seq_len = tl.load(seq_lens_ptr + seq)
-    num_active = tl.maximum(tl.minimum(NUM_SPLITS, tl.cdiv(seq_len, MIN_SPLIT)), 1)
+    num_active = tl.maximum(tl.minimum(num_splits, tl.cdiv(seq_len, MIN_SPLIT)), 1)
     splits = tl.arange(0, BLOCK_S)
     split_mask = splits < num_active
-    row = (seq * tl.num_programs(1) + head) * NUM_SPLITS
+    row = (seq * tl.num_programs(1) + head) * num_splits
     lse = tl.load(part_lse_ptr + row + splits, mask=split_mask, other=float("-inf"))  # [BLOCK_S]
     m = tl.max(lse, 0)
     m = tl.where(m == float("-inf"), 0.0, m)  # an empty sequence: every weight is zero
@@ -171,16 +172,17 @@ def decode_attention(
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         block_tables.stride(0),
         out.stride(0), out.stride(1),
+        num_splits,
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK_D=block_d,
-        BLOCK_SIZE=block_size, TILE=TILE_N, NUM_SPLITS=num_splits, MIN_SPLIT=MIN_SPLIT_TOKENS,
+        BLOCK_SIZE=block_size, TILE=TILE_N, DIRECT=num_splits == 1, MIN_SPLIT=MIN_SPLIT_TOKENS,
         num_warps=4, num_stages=3,
     )
     if num_splits > 1:
         _decode_reduce_kernel[(num_seqs, num_heads)](
             part_out, part_lse, seq_lens, out,
             out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, BLOCK_D=block_d,
-            NUM_SPLITS=num_splits, BLOCK_S=triton.next_power_of_2(num_splits), MIN_SPLIT=MIN_SPLIT_TOKENS,
+            num_splits,
+            HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_S=triton.next_power_of_2(num_splits), MIN_SPLIT=MIN_SPLIT_TOKENS,
             num_warps=4,
         )
     return out

@@ -1,0 +1,69 @@
+"""Microbenchmarks of the GPU suite: device-to-device copy bandwidth (the roofline's ceiling) and
+split-K decode attention against the single-block kernel at batch 1.
+
+Kernels are timed as CUDA-graph replays (no launch gaps), median of many runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _median_ms(fn, rep_ms: int = 200) -> float:
+    import triton.testing
+
+    return float(triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median"))
+
+
+def copy_bandwidth(num_bytes: int = 2 << 30) -> dict:
+    """Bytes read plus bytes written per second of a large device-to-device copy."""
+    src = torch.randn(num_bytes // 4, device="cuda")
+    dst = torch.empty_like(src)
+    ms = _median_ms(lambda: dst.copy_(src))
+    return {"bytes": 2 * num_bytes, "ms": ms, "gb_per_s": 2 * num_bytes / ms / 1e6}
+
+
+def split_k_vs_single_block(
+    contexts=(1024, 8192, 32768), num_heads: int = 32, num_kv_heads: int = 8, head_dim: int = 128,
+    block_size: int = 16,
+) -> list[dict]:
+    """Batch 1 decode attention over a scattered paged cache; the Llama-3.1-8B head shape by default."""
+    from engine.kernels import reference
+    from engine.kernels.split_k import choose_num_splits
+    from engine.kernels.triton_decode_attention import _num_sms, decode_attention
+
+    rows = []
+    for context in contexts:
+        num_blocks = -(-context // block_size)
+        gen = torch.Generator(device="cuda").manual_seed(context)
+        shape = (num_blocks + 8, block_size, num_kv_heads, head_dim)
+        k_cache = torch.randn(shape, device="cuda", generator=gen).bfloat16()
+        v_cache = torch.randn(shape, device="cuda", generator=gen).bfloat16()
+        q = torch.randn(1, num_heads, head_dim, device="cuda", generator=gen).bfloat16()
+        tables = torch.randperm(num_blocks + 8, device="cuda", generator=gen)[:num_blocks].int()[None]
+        seq_lens = torch.tensor([context], dtype=torch.int32, device="cuda")
+        scale = head_dim**-0.5
+        splits = choose_num_splits(1, num_kv_heads, num_blocks * block_size, _num_sms(q.device))
+        ref = reference.paged_attention(
+            q.float(), k_cache.float(), v_cache.float(), tables, seq_lens, torch.tensor([0, 1], device="cuda"), scale, 1
+        )
+        timings, errors = {}, {}
+        for name, count in (("split_k", splits), ("single_block", 1)):
+            run = lambda count=count: decode_attention(q, k_cache, v_cache, tables, seq_lens, scale, num_splits=count)  # noqa: E731
+            out = run()
+            errors[name] = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+            timings[name] = _median_ms(run)
+        kv_bytes = 2 * context * num_kv_heads * head_dim * 2
+        rows.append(
+            {
+                "context": context,
+                "splits": splits,
+                "split_k_us": timings["split_k"] * 1e3,
+                "single_block_us": timings["single_block"] * 1e3,
+                "speedup": timings["single_block"] / timings["split_k"],
+                "split_k_gb_per_s": kv_bytes / timings["split_k"] / 1e6,
+                "rel_err": max(errors.values()),
+            }
+        )
+        del k_cache, v_cache
+    return rows
