@@ -1,7 +1,7 @@
 """Which workers are alive, per served model, from their heartbeat hashes (llmq:worker:<wid>).
 
-Read in the background every heartbeat_poll_s, and again on demand when a request finds no
-worker, so admission answers from memory and a fresh worker is seen at once.
+Read in the background every heartbeat_poll_s, and again whenever a request finds no worker,
+so admission answers from memory and a worker that has just started is seen at once.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from redis.asyncio import Redis
 from workers.protocol import HEARTBEAT_FIELD, WORKER_KEY_PATTERN, WorkerHeartbeat, decode_heartbeat
 
 log = logging.getLogger("llmq.gateway")
-
-_ON_DEMAND_MIN_INTERVAL_S = 0.1
-
 
 class WorkerWatch:
     def __init__(self, redis: Redis, poll_s: float) -> None:
@@ -61,6 +58,6 @@ class WorkerWatch:
             await asyncio.sleep(self.poll_s)
 
     async def has_worker(self, model: str) -> bool:
-        if not self.workers.get(model) and time.monotonic() - self.polled_at > _ON_DEMAND_MIN_INTERVAL_S:
+        if not self.workers.get(model):
             await self.poll()
         return bool(self.workers.get(model))

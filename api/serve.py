@@ -23,6 +23,7 @@ from api.responses import ChunkMaker, WholeResponse
 from api.stream import ChoiceJob, Failed, GenerationRun, Idle
 
 TIMEOUT_HEADER = "x-request-timeout"
+EVENT_STREAM = "text/event-stream"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -80,9 +81,17 @@ async def serve(plan: Plan, request: Request, gateway: Gateway, route: str) -> R
                         ("chatcmpl-" if plan.kind == "chat" else "cmpl-") + rid)
     if plan.stream:
         # The background task also covers a client gone before the stream's first chunk was pulled.
-        return Stream(accepted.sse(), media_type="text/event-stream", headers=SSE_HEADERS,
+        return EventStream(accepted.sse(), media_type=EVENT_STREAM, headers=SSE_HEADERS,
                       background=BackgroundTask(accepted.finish, "disconnected"))
     return await accepted.whole(request)
+
+
+class EventStream(Stream):
+    """A Stream that keeps its SSE media type: Litestar would otherwise apply the handler's (JSON)."""
+
+    def to_asgi_response(self, *args, **kwargs):
+        kwargs["media_type"] = EVENT_STREAM
+        return super().to_asgi_response(*args, **kwargs)
 
 
 class Accepted:

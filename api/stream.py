@@ -29,8 +29,11 @@ log = logging.getLogger("llmq.gateway")
 READ_BLOCK_S = 1.0  # longest XREAD wait; bounds how late a lease or deadline check can be
 LEASE_CHECK_EVERY_S = 1.0
 REDIS_OUTAGE_GRACE_S = 3.0  # consecutive Redis failures tolerated mid-stream before giving up
-# Worker error codes that mean "this worker could not, another may": retried like a lost lease.
-RETRYABLE_ERROR_CODES = frozenset({"worker_shutdown", "worker_lost", "draining"})
+# Worker error codes that mean "this worker could not, another may": continued like a lost lease.
+RETRYABLE_ERROR_CODES = frozenset({"worker_shutdown"})
+# HTTP status the client sees for the other error codes a worker sends.
+ERROR_STATUS = {"deadline_exceeded": 504, "invalid_request": 400, "context_length_exceeded": 400,
+                "redis_unavailable": 503, "engine_error": 500}
 
 
 @dataclass
@@ -47,6 +50,7 @@ class ChoiceJob:
     finished: bool = False
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
+    needs_redispatch: bool = False  # its worker said it cannot finish it (shutting down)
 
 
 @dataclass
@@ -184,11 +188,11 @@ class GenerationRun:
 
     def _on_event(self, job: ChoiceJob, event) -> list[Event]:
         job.last_event_at = time.monotonic()
+        if job.attempt == 0 and event.type in ("start", "done"):
+            # Prefix-cache hits of the original prompt, reported with start and/or done.
+            job.num_cached_tokens = max(job.num_cached_tokens, event.num_cached_tokens)
         if event.type == "start":
             job.started = True
-            if job.attempt == 0:
-                job.num_prompt_tokens = event.num_prompt_tokens
-                job.num_cached_tokens = event.num_cached_tokens
             return []
         out: list[Event] = []
         if event.token_ids:
@@ -203,14 +207,20 @@ class GenerationRun:
                 out.append(Finished(job.index, event.finish_reason or "stop"))
         elif event.type == "error":
             if event.error_code in RETRYABLE_ERROR_CODES:
-                job.started, job.last_event_at = True, 0.0  # let the lease check re-dispatch it now
+                job.needs_redispatch = True
             else:
                 job.finished = True
-                out.append(Failed(event.error or "The worker failed to generate.", status=500,
+                out.append(Failed(event.error or "The worker failed to generate.",
+                                  status=ERROR_STATUS.get(event.error_code or "", 500),
                                   code=event.error_code or "worker_error"))
         return out
 
     async def _check_leases(self) -> AsyncIterator[Event]:
+        for job in self.jobs:
+            if job.needs_redispatch and not job.finished:
+                job.needs_redispatch = False
+                async for event in self._redispatch(job):
+                    yield event
         now = time.monotonic()
         if now - self._lease_checked_at < LEASE_CHECK_EVERY_S:
             return

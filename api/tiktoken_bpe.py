@@ -20,6 +20,19 @@ log = logging.getLogger("llmq.gateway")
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
+def _digits_then_gpt2(individual: bool) -> str:
+    """Digits (numeric characters split off, one by one or in runs) followed by the GPT-2 regex.
+
+    Inside a digit-free piece the GPT-2 alternatives never reach a digit, so one regex over the
+    whole text gives the same pieces if (a) digits match on their own, without a leading space,
+    and (b) a whitespace run stops before a non-space character *other than a digit*, because a
+    digit ends the piece the run lies in.
+    """
+    digits = r"\p{N}" if individual else r"\p{N}+"
+    return (r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+|""" + digits
+            + r"""| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+""")
+
+
 @functools.cache
 def byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from bytes to printable characters, which byte-level vocabs use."""
@@ -60,6 +73,10 @@ def _pattern(pre_tokenizer: dict | None) -> str | None:
         if len(steps) != 2:
             return None
         split, byte_level = steps
+        if split.get("type") == "Digits" and byte_level.get("type") == "ByteLevel":
+            if byte_level.get("add_prefix_space") or not byte_level.get("use_regex", True):
+                return None
+            return _digits_then_gpt2(bool(split.get("individual_digits")))
         if (
             split.get("type") == "Split"
             and split.get("behavior") == "Isolated"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio.to_thread
 from litestar import Controller, Request, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
 from api.auth import require_api_key
 from api.plan import plan_chat, plan_completion
@@ -39,14 +40,14 @@ class GenerateController(Controller):
 
     @post("/chat/completions", operation_id="createChatCompletion", status_code=200,
           responses=None, summary="Chat completion, streamed as SSE when `stream` is true")
-    async def chat(self, data: ChatCompletionRequest, request: Request, state: State) -> ChatCompletion:
+    async def chat(self, data: JSONBody[ChatCompletionRequest], request: Request, state: State) -> ChatCompletion:
         gateway = state.gateway
         plan = await _plan(plan_chat, data, gateway.models)
         return await serve(plan, request, gateway, "chat")
 
     @post("/completions", operation_id="createCompletion", status_code=200,
           summary="Text completion, streamed as SSE when `stream` is true")
-    async def completions(self, data: CompletionRequest, request: Request, state: State) -> Completion:
+    async def completions(self, data: JSONBody[CompletionRequest], request: Request, state: State) -> Completion:
         gateway = state.gateway
         plan = await _plan(plan_completion, data, gateway.models)
         return await serve(plan, request, gateway, "completions")

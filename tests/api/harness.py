@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+import openai
 import redis
 import uvicorn
 
@@ -128,3 +129,9 @@ class FakeWorker:
         reason = finish or ("length" if len(token_ids) >= job.sampling.max_tokens else "stop")
         self.emit(job, "done", finish_reason=reason)
         self.redis.delete(lease_key(job.request_id))
+
+
+def client_for(server: GatewayServer, **options) -> openai.OpenAI:
+    """The real OpenAI client against a test gateway, without its own retries."""
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=options.pop("api_key", "none"), max_retries=0,
+                         **options)
