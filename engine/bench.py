@@ -1,0 +1,192 @@
+"""`llmq bench engine`: one backend against a baseline, same machine, same run.
+
+Two measurements per backend, each backend in its own fresh process (so peak RSS is its own and
+no threads linger between them), one after the other:
+- throughput: `concurrency` requests added at once, `max_tokens` each (ignore_eos, greedy);
+  output tokens per second from the first add to the last token.
+- decode: one request alone; tokens per second after its first token (TTFT excluded).
+Prints a table, then (last line) one JSON object with throughput_ratio and decode_ratio
+(backend over baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import click
+
+from engine.config import EngineConfig
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """Everything `llmq bench engine` was asked; the GPU suite receives it too."""
+
+    backend: str
+    baseline: str | None
+    model: str  # a model folder (resolved)
+    dummy_weights: bool
+    device: str
+    dtype: str
+    num_threads: int | None
+    concurrency: int
+    max_tokens: int
+    prompt_tokens: int
+    suite: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackendJob:
+    backend: str
+    config: EngineConfig
+    decode_prompt: list[int]
+    batch_prompts: list[list[int]]
+    max_tokens: int
+
+
+def measure_backend(job: BackendJob) -> dict:
+    """Load one backend, warm it up, run the decode and throughput measurements (in this process)."""
+    from engine.backends import create_engine
+    from engine.bench_timing import mean, peak_rss_mib, run_requests, throughput
+    from engine.types import SamplingParams
+
+    progress = lambda line: print(f"[{job.backend}] {line}", file=sys.stderr, flush=True)  # noqa: E731
+    progress("loading")
+    started = time.perf_counter()
+    engine = create_engine(job.backend, job.config)
+    load_s = time.perf_counter() - started
+    params = SamplingParams(max_tokens=job.max_tokens, temperature=0.0, ignore_eos=True)
+    progress("warming up")
+    run_requests(engine, job.batch_prompts, replace(params, max_tokens=2), prefix="warmup")
+    progress(f"decode: 1 request x {job.max_tokens} tokens")
+    single = run_requests(engine, [job.decode_prompt], params, prefix="decode")[0]
+    progress(f"throughput: {len(job.batch_prompts)} requests x {job.max_tokens} tokens")
+    batch = run_requests(engine, job.batch_prompts, params, prefix="batch")
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+    return {
+        "load_s": load_s,
+        "ttft_s": single.ttft,
+        "decode_tok_s": single.decode_tokens_per_s,
+        "batch_ttft_s": mean([t.ttft for t in batch]),
+        "throughput_tok_s": throughput(batch),
+        "output_tokens": sum(t.num_tokens for t in batch),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def measure_in_subprocess(job: BackendJob) -> dict:
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure_backend, job).result()
+
+
+def compare(options: BenchOptions) -> dict:
+    """Measure backend and baseline one after the other; the report that the JSON line prints."""
+    from engine.bench_timing import synthetic_prompts
+
+    vocab_size = _vocab_size(Path(options.model))
+    prompts = synthetic_prompts(options.concurrency + 1, options.prompt_tokens, vocab_size)
+    config = EngineConfig(
+        model=options.model, dummy_weights=options.dummy_weights, device=options.device, dtype=options.dtype,
+        num_threads=options.num_threads,
+    )
+    # Labels name the rows and JSON keys; a backend measured against itself keeps both rows.
+    labels = {"backend": options.backend}
+    if options.baseline:
+        labels["baseline"] = options.baseline if options.baseline != options.backend else f"{options.baseline}-baseline"
+    results = {}
+    for role in ("baseline", "backend"):
+        if role in labels:
+            job = BackendJob(getattr(options, role), config, prompts[-1], prompts[:-1], options.max_tokens)
+            results[labels[role]] = measure_in_subprocess(job)
+    mine, base = results[labels["backend"]], results.get(labels.get("baseline"))
+    ratio = lambda key: mine[key] / base[key] if base and base[key] else None  # noqa: E731
+    return {
+        "bench": "engine",
+        **{k: v for k, v in asdict(options).items() if k != "suite"},
+        "cpu_count": os.cpu_count(),
+        "throughput_ratio": ratio("throughput_tok_s"),
+        "decode_ratio": ratio("decode_tok_s"),
+        **{key: {name: r[key] for name, r in results.items()} for key in next(iter(results.values()))},
+    }
+
+
+def print_table(report: dict) -> None:
+    columns = [
+        ("load_s", "load s", "{:.1f}"), ("ttft_s", "TTFT ms (1 req)", "{:.0f}"),
+        ("decode_tok_s", "decode tok/s", "{:.1f}"), ("batch_ttft_s", "TTFT ms (batch)", "{:.0f}"),
+        ("throughput_tok_s", "throughput tok/s", "{:.1f}"), ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
+    ]
+    click.echo(f"{'backend':<12}" + "".join(f"{title:>18}" for _, title, _ in columns))
+    for name in report["load_s"]:
+        cells = []
+        for key, title, spec in columns:
+            value = report[key][name] * (1000 if "ms" in title else 1)
+            cells.append(f"{spec.format(value):>18}")
+        click.echo(f"{name:<12}" + "".join(cells))
+    if report["throughput_ratio"] is not None:
+        click.echo(f"{report['backend']} / {report['baseline']}: throughput x{report['throughput_ratio']:.2f}, "
+                   f"decode x{report['decode_ratio']:.2f}  ({report['concurrency']} concurrent requests, "
+                   f"{report['max_tokens']} new tokens each, {report['cpu_count']} CPUs)")
+
+
+def _vocab_size(folder: Path) -> int:
+    config = json.loads((folder / "config.json").read_text())
+    return int(config.get("vocab_size", 32000))
+
+
+def _resolve_model(model: str | None, dummy_weights: bool, scratch: Path) -> str:
+    from engine.models.dummy import resolve_dummy_model, shipped_configs
+    from llmq.paths import resolve_model
+
+    path = resolve_model(model)
+    if (path / "config.json").is_file():
+        return str(path)
+    if dummy_weights and model in shipped_configs():
+        return str(resolve_dummy_model(model, scratch))
+    hint = "run `llmq models pull`" if model is None else f"or, with --dummy-weights, one of {', '.join(shipped_configs())}"
+    raise click.ClickException(f"no model folder at {path}: {hint}")
+
+
+@click.command("engine")
+@click.option("--backend", default="torch", show_default=True, envvar="LLMQ_BENCH_BACKEND", help="Backend to measure.")
+@click.option("--vs", "baseline", default="hf", show_default=True, envvar="LLMQ_BENCH_VS",
+              help="Baseline backend ('none': measure the backend alone).")
+@click.option("--model", default=None, envvar="LLMQ_MODEL",
+              help="Model folder or cached name (default: the default model); with --dummy-weights also a shipped config.")
+@click.option("--dummy-weights", is_flag=True, envvar="LLMQ_DUMMY_WEIGHTS", help="Random weights of the model's config.")
+@click.option("--device", default="auto", show_default=True, envvar="LLMQ_DEVICE")
+@click.option("--dtype", default="auto", show_default=True, envvar="LLMQ_DTYPE")
+@click.option("--num-threads", type=int, default=None, envvar="LLMQ_NUM_THREADS", help="torch threads on CPU.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True, envvar="LLMQ_BENCH_CONCURRENCY")
+@click.option("--max-tokens", type=click.IntRange(min=2), default=64, show_default=True, envvar="LLMQ_BENCH_MAX_TOKENS")
+@click.option("--prompt-tokens", type=click.IntRange(min=1), default=32, show_default=True, envvar="LLMQ_BENCH_PROMPT_TOKENS")
+@click.option("--suite", type=click.Choice(["compare", "gpu"]), default="compare", show_default=True,
+              envvar="LLMQ_BENCH_SUITE", help="compare: backend vs baseline; gpu: the GPU suite.")
+def engine_bench(backend, baseline, model, dummy_weights, device, dtype, num_threads, concurrency, max_tokens,
+                 prompt_tokens, suite) -> None:
+    """Measure a backend against a baseline: a table, then one JSON line."""
+    with tempfile.TemporaryDirectory(prefix="llmq-bench-") as scratch:
+        options = BenchOptions(
+            backend=backend, baseline=None if baseline in ("", "none") else baseline,
+            model=_resolve_model(model, dummy_weights, Path(scratch)), dummy_weights=dummy_weights, device=device,
+            dtype=dtype, num_threads=num_threads, concurrency=concurrency, max_tokens=max_tokens,
+            prompt_tokens=prompt_tokens, suite=suite,
+        )
+        if suite == "gpu":
+            from engine.bench_gpu import run_gpu_suite  # written for CUDA hosts; imported only here
+
+            run_gpu_suite(options)
+            return
+        report = compare(options)
+    print_table(report)
+    click.echo(json.dumps(report))
