@@ -16,7 +16,9 @@ OUT=${OUT:-out/device}
 WORK=${WORK:-$(mktemp -d -t llmq-loadtest-XXXXXX)}
 BACKENDS=${BACKENDS:-hf,torch}
 MODEL_DIR=${MODEL_DIR:-.whl/models/Llama-3.1-8B}
-UP_ARGS=${UP_ARGS:-"--model $MODEL_DIR --dummy-weights"}
+UP_ARGS=${UP_ARGS:-"--model $MODEL_DIR"}
+# The workers `llmq up` starts read these: random weights of the model's shapes, on the GPU.
+export LLMQ_DUMMY_WEIGHTS=${LLMQ_DUMMY_WEIGHTS:-1} LLMQ_DEVICE=${LLMQ_DEVICE:-cuda}
 USERS=${USERS:-8}
 DURATION=${DURATION:-45}
 PROMPT_TOKENS=${PROMPT_TOKENS:-256}

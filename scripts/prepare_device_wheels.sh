@@ -14,10 +14,12 @@ if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 WHEEL_DIR=${WHEEL_DIR:-.whl}
-# On the GPU image already (its torch build must not be replaced); space-separated, globs allowed.
+# Surely on the GPU image: torch and what torch and transformers need (its torch build must not
+# be replaced). Space-separated, globs allowed. Anything else is fetched; the device script
+# installs only what the host turns out to lack.
 SKIP=${SKIP:-"torch triton nvidia-* cuda-* numpy transformers tokenizers safetensors huggingface-hub hf-xet
  tiktoken regex sympy mpmath networkx jinja2 markupsafe filelock fsspec typing-extensions setuptools
- packaging tqdm pyyaml requests urllib3 idna certifi charset-normalizer sentencepiece"}
+ packaging tqdm pyyaml sentencepiece"}
 
 mkdir -p "$WHEEL_DIR"
 shopt -s nocaseglob  # wheel file names keep the project's own capitals (Flask_Login-...)
