@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 
 from engine.backends.hf_batched import HFBatchedEngine  # noqa: F401 - registered as "hf-batched"
-from engine.backends.hf_model import eos_token_ids, load_hf_model, stop_ids, validate_request
+from engine.backends.hf_model import HFBaseline, stop_ids
 from engine.config import EngineConfig
 from engine.types import EngineStats, RequestOutput, SamplingParams
 
@@ -38,16 +38,12 @@ class _Finished:
     error: str | None = None
 
 
-class HFEngine:
+class HFEngine(HFBaseline):
     """Serial transformers `generate`, one request at a time. See the module docstring.
     Like the torch engine, not thread-safe: one thread drives add_request/abort/step."""
 
     def __init__(self, config: EngineConfig, **_options) -> None:
-        self.config = config
-        self.model = load_hf_model(config)
-        self.vocab_size = self.model.config.vocab_size
-        self.max_model_len = config.max_model_len or self.model.config.max_position_embeddings
-        self.eos_ids = eos_token_ids(self.model)
+        super().__init__(config)
         self._waiting: list[tuple[int, int, _Generation]] = []  # heap of (priority, arrival, request)
         self._arrivals = 0
         self._active: _Generation | None = None
@@ -56,10 +52,7 @@ class HFEngine:
         self._steps = self._generated = self._prompt_tokens = 0
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        validate_request(
-            request_id, prompt_token_ids, params, vocab_size=self.vocab_size,
-            max_model_len=self.max_model_len, in_use=self._in_use(request_id), backend="hf",
-        )
+        self._validate(request_id, prompt_token_ids, params, self._in_use(request_id))
         generation = _Generation(request_id, [int(t) for t in prompt_token_ids], params)
         heapq.heappush(self._waiting, (params.priority, self._arrivals, generation))
         self._arrivals += 1

@@ -7,28 +7,25 @@ transformers, so this baseline serves greedy requests only.
 
 from __future__ import annotations
 
-from engine.backends.hf_model import eos_token_ids, load_hf_model, stop_ids, validate_request
+from engine.backends.hf_model import HFBaseline, stop_ids
 from engine.config import EngineConfig
-from engine.errors import InvalidRequestError
 from engine.types import EngineStats, RequestOutput, SamplingParams
 
 STEP_WAIT_S = 1.0  # how long one step() waits for the manager's first result
 CPU_KV_CACHE_TOKENS = 8192  # transformers sizes the cache from GPU memory; on CPU we choose
 
 
-class HFBatchedEngine:
+class HFBatchedEngine(HFBaseline):
     """transformers' continuous batching manager behind the engine interface; greedy only.
     Not thread-safe: one thread drives add_request/abort/step."""
+
+    backend = "hf-batched"
 
     def __init__(self, config: EngineConfig, **_options) -> None:
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-        self.config = config
-        self.model = load_hf_model(config)
-        self.vocab_size = self.model.config.vocab_size
-        self.max_model_len = config.max_model_len or self.model.config.max_position_embeddings
-        self.eos_ids = eos_token_ids(self.model)
+        super().__init__(config)
         kv_tokens = config.kv_cache_tokens or (CPU_KV_CACHE_TOKENS if self.model.device.type == "cpu" else None)
         batching = ContinuousBatchingConfig(
             page_size=config.block_size,
@@ -46,12 +43,11 @@ class HFBatchedEngine:
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
         in_use = request_id in self._live or any(r.request_id == request_id for r in self._reports)
-        validate_request(
-            request_id, prompt_token_ids, params, vocab_size=self.vocab_size, max_model_len=self.max_model_len,
-            in_use=in_use, backend="hf-batched", greedy_only=True,
+        # transformers picks greedy or sampling for the whole manager, and has no batched repetition penalty.
+        self._validate(
+            request_id, prompt_token_ids, params, in_use,
+            **{"sampling (temperature > 0)": not params.greedy, "repetition_penalty": params.repetition_penalty != 1.0},
         )
-        if params.repetition_penalty != 1.0:
-            raise InvalidRequestError("the hf-batched backend does not support repetition_penalty")
         stops = stop_ids(params, self.eos_ids)
         prompt = [int(t) for t in prompt_token_ids]
         self.manager.add_request(

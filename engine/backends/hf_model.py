@@ -3,9 +3,9 @@ and refusing the requests they cannot serve."""
 
 from __future__ import annotations
 
+from engine.backends.validation import validate_request
 from engine.config import EngineConfig
-from engine.engine import _is_token_id, _sampling_problems
-from engine.errors import ContextLengthError, InvalidRequestError, ModelLoadError
+from engine.errors import ModelLoadError
 from engine.types import SamplingParams
 
 
@@ -62,37 +62,26 @@ def stop_ids(params: SamplingParams, eos_ids: tuple[int, ...]) -> tuple[int, ...
     return tuple(sorted(stops))
 
 
-def validate_request(
-    request_id: str,
-    prompt: list[int],
-    params: SamplingParams,
-    *,
-    vocab_size: int,
-    max_model_len: int,
-    in_use: bool,
-    backend: str,
-    greedy_only: bool = False,
-) -> None:
-    """Raise InvalidRequestError (ContextLengthError) for what a transformers baseline refuses."""
-    if in_use:
-        raise InvalidRequestError(f"request id {request_id!r} is already in use")
-    if not prompt:
-        raise InvalidRequestError("prompt must contain at least one token")
-    bad = next((t for t in prompt if not _is_token_id(t, vocab_size)), None)
-    if bad is not None:
-        raise InvalidRequestError(f"prompt token id {bad!r} is outside the vocabulary [0, {vocab_size})")
-    problems = _sampling_problems(params, vocab_size)
-    unsupported = {
-        "logprobs": params.logprobs is not None,
-        "presence_penalty": params.presence_penalty != 0.0,
-        "frequency_penalty": params.frequency_penalty != 0.0,
-        "sampling (temperature > 0)": greedy_only and not params.greedy,
-    }
-    problems += [f"the {backend} backend does not support {name}" for name, used in unsupported.items() if used]
-    if problems:
-        raise InvalidRequestError("; ".join(problems))
-    if len(prompt) + params.max_tokens > max_model_len:
-        raise ContextLengthError(
-            f"this model's maximum context length is {max_model_len} tokens, but the request asks for "
-            f"{len(prompt) + params.max_tokens} ({len(prompt)} in the prompt, {params.max_tokens} for the completion)"
+class HFBaseline:
+    """What both transformers baselines hold: the model, its limits, and the request checks."""
+
+    backend = "hf"
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.model = load_hf_model(config)
+        self.vocab_size = self.model.config.vocab_size
+        self.max_model_len = config.max_model_len or self.model.config.max_position_embeddings
+        self.eos_ids = eos_token_ids(self.model)
+
+    def _validate(self, request_id: str, prompt: list[int], params: SamplingParams, in_use: bool, **unsupported: bool) -> None:
+        unsupported = {
+            "logprobs": params.logprobs is not None,
+            "presence_penalty": params.presence_penalty != 0.0,
+            "frequency_penalty": params.frequency_penalty != 0.0,
+            **unsupported,
+        }
+        validate_request(
+            prompt, params, vocab_size=self.vocab_size, max_model_len=self.max_model_len,
+            id_in_use=request_id if in_use else None, unsupported=unsupported, backend=self.backend,
         )

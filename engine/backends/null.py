@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.backends.validation import validate_request
 from engine.config import EngineConfig
-from engine.engine import _is_token_id, _sampling_problems
-from engine.errors import ContextLengthError, InvalidRequestError
 from engine.types import EngineStats, RequestOutput, SamplingParams, TokenLogprob
 
 DEFAULT_VOCAB_SIZE = 49152
@@ -64,20 +63,11 @@ class NullEngine:
         self._next_step_at = 0.0
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        if request_id in self._running or any(r.request_id == request_id for _, _, r in self._waiting):
-            raise InvalidRequestError(f"request id {request_id!r} is already in use")
-        if not prompt_token_ids:
-            raise InvalidRequestError("prompt must contain at least one token")
-        if not all(_is_token_id(t, self.vocab_size) for t in prompt_token_ids):
-            raise InvalidRequestError(f"prompt token ids must be in [0, {self.vocab_size})")
-        problems = _sampling_problems(params, self.vocab_size)
-        if problems:
-            raise InvalidRequestError("; ".join(problems))
-        if len(prompt_token_ids) + params.max_tokens > self.max_model_len:
-            raise ContextLengthError(
-                f"this model's maximum context length is {self.max_model_len} tokens, but the request asks for "
-                f"{len(prompt_token_ids) + params.max_tokens}"
-            )
+        in_use = request_id in self._running or any(r.request_id == request_id for _, _, r in self._waiting)
+        validate_request(
+            prompt_token_ids, params, vocab_size=self.vocab_size, max_model_len=self.max_model_len,
+            id_in_use=request_id if in_use else None,
+        )
         heapq.heappush(self._waiting, (params.priority, self._arrivals, _Request(request_id, list(prompt_token_ids), params)))
         self._arrivals += 1
 

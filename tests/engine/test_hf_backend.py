@@ -4,6 +4,7 @@ from engine.backends import create_engine
 from engine.config import EngineConfig
 from engine.errors import ContextLengthError, InvalidRequestError
 from engine.types import SamplingParams
+from tests.engine.drain import drain
 
 # "<|im_start|>user\nWhat is 12+345?<|im_end|>\n<|im_start|>assistant\n" and a plain-text prompt
 CHAT_PROMPT = [1, 4093, 198, 1780, 314, 216, 33, 34, 27, 35, 36, 37, 47, 2, 198, 1, 520, 9531, 198]
@@ -11,26 +12,12 @@ TEXT_PROMPT = [504, 3458, 282, 4649, 314]
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
 
 
-def run(engine, max_steps=500):
-    tokens, reasons = {}, {}
-    for _ in range(max_steps):
-        if not engine.has_unfinished():
-            return tokens, reasons
-        for out in engine.step():
-            tokens.setdefault(out.request_id, []).extend(out.new_token_ids)
-            if out.finish_reason:
-                assert out.request_id not in reasons, "a request finished twice"
-                reasons[out.request_id] = out.finish_reason
-    raise AssertionError("engine did not finish")
-
-
-def reference_greedy(model, prompt, max_tokens, eos=True):
+def reference_greedy(model, prompt, max_tokens):
     """transformers' generate, called the plain way."""
     import torch
 
     ids = torch.tensor([prompt])
-    kwargs = {} if eos else {"min_new_tokens": max_tokens}
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False, **kwargs)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False)
     return out[0, len(prompt):].tolist()
 
 
@@ -51,7 +38,7 @@ def hf_batched_engine(model_dir):
 def test_greedy_equals_transformers_generate(hf_engine):
     hf_engine.add_request("chat", CHAT_PROMPT, GREEDY)
     hf_engine.add_request("text", TEXT_PROMPT, GREEDY)
-    tokens, reasons = run(hf_engine)
+    tokens, reasons = drain(hf_engine)
     assert tokens["chat"] == reference_greedy(hf_engine.model, CHAT_PROMPT, 12)
     assert tokens["text"] == reference_greedy(hf_engine.model, TEXT_PROMPT, 12)
     assert set(reasons.values()) <= {"stop", "length"}
@@ -61,7 +48,7 @@ def test_eos_stops_and_ignore_eos_runs_to_length(hf_engine):
     # This prompt is answered in 9 tokens, the last one <|im_end|> (id 2).
     hf_engine.add_request("stops", CHAT_PROMPT, SamplingParams(max_tokens=30, temperature=0.0))
     hf_engine.add_request("ignores", CHAT_PROMPT, SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True))
-    tokens, reasons = run(hf_engine)
+    tokens, reasons = drain(hf_engine)
     assert tokens["stops"][-1] == 2 and reasons["stops"] == "stop" and len(tokens["stops"]) < 30
     assert len(tokens["ignores"]) == 30 and reasons["ignores"] == "length"
     assert tokens["ignores"][: len(tokens["stops"])] == tokens["stops"]
@@ -70,7 +57,7 @@ def test_eos_stops_and_ignore_eos_runs_to_length(hf_engine):
 def test_stop_token_ids_end_the_request(hf_engine):
     expected = reference_greedy(hf_engine.model, TEXT_PROMPT, 6)
     hf_engine.add_request("a", TEXT_PROMPT, SamplingParams(max_tokens=12, temperature=0.0, stop_token_ids=(expected[3],)))
-    tokens, reasons = run(hf_engine)
+    tokens, reasons = drain(hf_engine)
     assert tokens["a"] == expected[: expected.index(expected[3]) + 1] and reasons["a"] == "stop"
 
 
@@ -78,7 +65,7 @@ def test_seeded_sampling_repeats(hf_engine):
     params = SamplingParams(max_tokens=8, temperature=0.9, top_p=0.9, top_k=50, seed=7, repetition_penalty=1.1)
     hf_engine.add_request("one", TEXT_PROMPT, params)
     hf_engine.add_request("two", TEXT_PROMPT, params)
-    tokens, _ = run(hf_engine)
+    tokens, _ = drain(hf_engine)
     assert tokens["one"] == tokens["two"] and len(tokens["one"]) == 8
 
 
@@ -90,7 +77,7 @@ def test_abort_running_and_waiting(hf_engine):
         pass
     hf_engine.abort("running")
     hf_engine.abort("waiting")
-    tokens, reasons = run(hf_engine)
+    tokens, reasons = drain(hf_engine)
     assert reasons == {"running": "abort", "waiting": "abort", "after": "length"}
     assert tokens["waiting"] == [] and len(tokens["after"]) == 3
 
@@ -114,7 +101,7 @@ def test_batched_greedy_equals_transformers_generate(hf_batched_engine):
     hf_batched_engine.add_request("chat", CHAT_PROMPT, SamplingParams(max_tokens=30, temperature=0.0))
     hf_batched_engine.add_request("text", TEXT_PROMPT, GREEDY)
     hf_batched_engine.add_request("ignores", CHAT_PROMPT, SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True))
-    tokens, reasons = run(hf_batched_engine)
+    tokens, reasons = drain(hf_batched_engine)
     model = hf_batched_engine.model
     assert tokens["chat"] == reference_greedy(model, CHAT_PROMPT, 30)
     assert tokens["text"] == reference_greedy(model, TEXT_PROMPT, 12)

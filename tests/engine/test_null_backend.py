@@ -7,6 +7,7 @@ from engine.backends.null import NullEngine, null_token
 from engine.config import EngineConfig
 from engine.errors import ContextLengthError, InvalidRequestError
 from engine.types import SamplingParams
+from tests.engine.drain import drain
 
 PROMPT = [5, 6, 7]
 
@@ -17,23 +18,10 @@ def folder(tmp_path):
     return tmp_path
 
 
-def run(engine, max_steps=1000):
-    tokens, reasons = {}, {}
-    for _ in range(max_steps):
-        if not engine.has_unfinished():
-            return tokens, reasons
-        for out in engine.step():
-            tokens.setdefault(out.request_id, []).extend(out.new_token_ids)
-            if out.finish_reason:
-                assert out.request_id not in reasons, "a request finished twice"
-                reasons[out.request_id] = out.finish_reason
-    raise AssertionError("engine did not finish")
-
-
 def test_tokens_are_deterministic_and_respect_the_config(folder):
     engine = create_engine("null", EngineConfig(model=str(folder)))
     engine.add_request("a", PROMPT, SamplingParams(max_tokens=10))
-    tokens, reasons = run(engine)
+    tokens, reasons = drain(engine)
     eos = frozenset({2})
     assert tokens["a"] == [null_token(PROMPT, k, 100, eos) for k in range(10)]
     assert reasons == {"a": "length"}
@@ -50,7 +38,7 @@ def test_stop_token_ends_the_request_and_is_returned(folder):
     engine = NullEngine(EngineConfig(model=str(folder)))
     third = null_token(PROMPT, 2, 100, frozenset({2}))
     engine.add_request("a", PROMPT, SamplingParams(max_tokens=10, stop_token_ids=(third,)))
-    tokens, reasons = run(engine)
+    tokens, reasons = drain(engine)
     assert tokens["a"][-1] == third and len(tokens["a"]) == 3 and reasons["a"] == "stop"
 
 
@@ -58,7 +46,7 @@ def test_eos_after_stops_unless_ignore_eos(folder):
     engine = NullEngine(EngineConfig(model=str(folder)), eos_after=4)
     engine.add_request("stops", PROMPT, SamplingParams(max_tokens=10))
     engine.add_request("ignores", PROMPT, SamplingParams(max_tokens=10, ignore_eos=True))
-    tokens, reasons = run(engine)
+    tokens, reasons = drain(engine)
     assert tokens["stops"][-1] == 2 and len(tokens["stops"]) == 4 and reasons["stops"] == "stop"
     assert len(tokens["ignores"]) == 10 and reasons["ignores"] == "length"
 
@@ -70,7 +58,7 @@ def test_batches_up_to_max_num_seqs_in_priority_order(folder):
     first = {out.request_id for out in engine.step()}
     assert first == {"first", "second"}
     assert engine.stats().running == 2 and engine.stats().waiting == 1
-    _, reasons = run(engine)
+    _, reasons = drain(engine)
     assert set(reasons) == {"first", "second", "low"}
 
 
