@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -87,6 +89,17 @@ def build_config(url: str, out: str | None, **o) -> RunConfig:
     return config
 
 
+@contextlib.contextmanager
+def clean_errors():
+    """A server that is not there, or a stack that does not start, is one line, not a traceback."""
+    import openai
+
+    try:
+        yield
+    except (RuntimeError, TimeoutError, OSError, openai.APIError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
 @click.group()
 def loadtest() -> None:
     """Locust load tests against any OpenAI-compatible URL, or a local stack."""
@@ -105,14 +118,13 @@ def run(url, local, up_args, ready_timeout, out, **options) -> None:
     if bool(url) == bool(local):
         raise click.UsageError("give exactly one of --url and --local")
     config = build_config(url or "", out, **options)
-    if not local:
-        run_load(config)
-        return
-    from pathlib import Path
-
-    Path(config.out).mkdir(parents=True, exist_ok=True)
-    with LocalStack(up_args, Path(config.out) / "stack.log", ready_timeout) as stack:
-        run_load(config.with_out(config.out, url=stack.url))
+    with clean_errors():
+        if not local:
+            run_load(config)
+            return
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        with LocalStack(up_args, Path(config.out), ready_timeout) as stack:
+            run_load(config.with_out(config.out, url=stack.url))
 
 
 @loadtest.command()
@@ -128,6 +140,10 @@ def compare(backends, up_args, ready_timeout, out, **options) -> None:
     if not names:
         raise click.UsageError("--backends names no backend")
     config = build_config("", out, **options)
-    result = run_compare(config, names, tuple(up_args), ready_timeout)
+    with clean_errors():
+        result = run_compare(config, names, tuple(up_args), ready_timeout)
+    prompt = config.prompt
+    click.echo(f"load: {config.load_shape().kind}, up to {config.users} users, {prompt.mix} prompts of"
+               f" {prompt.prompt_tokens} tokens, max_tokens {prompt.output_tokens}")
     click.echo(format_table(result["rows"]))
     click.echo(f"compare.json and per-backend reports in {config.out}", file=sys.stderr)

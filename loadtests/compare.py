@@ -97,7 +97,7 @@ def run_compare(config: RunConfig, backends: list[str], up_args: tuple[str, ...]
     for backend in backends:
         backend_out = out / backend
         backend_out.mkdir(parents=True, exist_ok=True)
-        stack = LocalStack((*up_args, "--backend", backend), backend_out / "stack.log", ready_timeout_s)
+        stack = LocalStack((*up_args, "--backend", backend), backend_out, ready_timeout_s)
         with stack:
             summaries[backend] = run_load(config.with_out(backend_out, url=stack.url))
     rows = compare_rows(summaries)

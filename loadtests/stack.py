@@ -3,68 +3,48 @@ port, waited on until /ready, stopped (with everything it started) afterwards.""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from llmq.redis_server import free_port
-from loadtests.target import wait_ready
+from llmq.stack import Child, llmq_command, spawn, wait_until_ok
 
 STOP_GRACE_S = 60.0  # `llmq up` stops its workers (which drain) and the gateway in turn
 
 
+def _say(line: str) -> None:
+    print(f"[loadtest] {line.strip()}", file=sys.stderr, flush=True)
+
+
 class LocalStack:
-    def __init__(self, up_args: tuple[str, ...] = (), log_path: Path | None = None, ready_timeout_s: float = 600.0):
+    def __init__(self, up_args: tuple[str, ...] = (), log_dir: Path | None = None, ready_timeout_s: float = 600.0):
         self.up_args = tuple(up_args)
-        self.log_path = log_path
+        self.log_dir = log_dir  # llmq-up.log goes there
         self.ready_timeout_s = ready_timeout_s
         self.port = 0
-        self.process: subprocess.Popen | None = None
+        self.child: Child | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "llmq", "up", "--port", str(self.port), *self.up_args]
-
     def start(self) -> "LocalStack":
         self.port = free_port()
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        print(f"[loadtest] starting: {' '.join(self.command()[1:])}", file=sys.stderr, flush=True)
-        # Its own session, so stopping it reaches every process `llmq up` started.
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        if log is not subprocess.DEVNULL:
-            log.close()
+        command = llmq_command("up", "--port", str(self.port), *self.up_args)
+        _say("starting: llmq " + " ".join(command[3:]))
+        self.child = spawn("llmq-up", command, self.log_dir)
         try:
-            wait_ready(self.url, self.ready_timeout_s, still_starting=lambda: self.process.poll() is None)
+            wait_until_ok(f"http://127.0.0.1:{self.port}/ready", self.ready_timeout_s, [self.child], _say)
         except BaseException:
             self.stop()
-            if self.log_path:
-                tail = Path(self.log_path).read_text(errors="replace")[-3000:]
-                print(f"[loadtest] llmq up log ends with:\n{tail}", file=sys.stderr)
             raise
         return self
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        if process.poll() is None:
-            # SIGINT first: `llmq up` shuts its workers and gateway down in order.
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        try:
-            # Anything of its session left behind (a worker that ignored the signal).
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self.child is not None:
+            # SIGTERM: `llmq up` shuts its own children down; SIGKILL for what is left after the grace.
+            self.child.stop(STOP_GRACE_S)
+            self.child = None
 
     def __enter__(self) -> "LocalStack":
         return self.start()

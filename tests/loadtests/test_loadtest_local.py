@@ -36,7 +36,7 @@ def poll(condition, timeout_s: float):
 
 def test_headless_sweep_against_a_local_stack(model_dir, tmp_path):
     out = tmp_path / "report"
-    with LocalStack(("--model", str(model_dir)), tmp_path / "stack.log", ready_timeout_s=240) as stack:
+    with LocalStack(("--model", str(model_dir)), tmp_path, ready_timeout_s=240) as stack:
         tokens_before = completion_tokens_counted(stack.url)
         run = subprocess.run(
             [sys.executable, "-m", "llmq", "loadtest", "run", "--url", stack.url, "--out", str(out),
