@@ -59,7 +59,7 @@ LOAD_OPTIONS = [
 
 STACK_OPTIONS = [
     click.option("--up-arg", "up_args", envvar="LLMQ_LOADTEST_UP_ARGS", multiple=True,
-                 help="Passed on to `llmq up` (repeat for each word), e.g. --up-arg=--dummy-weights."),
+                 help="Passed on to `llmq up`, one word each: --up-arg=--workers --up-arg=2."),
     click.option("--ready-timeout", envvar="LLMQ_LOADTEST_READY_TIMEOUT", type=float, default=600.0, show_default=True,
                  help="Seconds to wait for the local stack's /ready."),
 ]
@@ -119,12 +119,15 @@ def run(url, local, up_args, ready_timeout, out, **options) -> None:
         raise click.UsageError("give exactly one of --url and --local")
     config = build_config(url or "", out, **options)
     with clean_errors():
-        if not local:
-            run_load(config)
-            return
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        with LocalStack(up_args, Path(config.out), ready_timeout) as stack:
-            run_load(config.with_out(config.out, url=stack.url))
+        if local:
+            Path(config.out).mkdir(parents=True, exist_ok=True)
+            with LocalStack(up_args, Path(config.out), ready_timeout) as stack:
+                summary = run_load(config.with_out(config.out, url=stack.url))
+        else:
+            summary = run_load(config)
+    if summary["failed"]:
+        # Like Locust itself: the report is written, and the exit status says requests failed.
+        raise click.ClickException(f"{summary['failed']} of {summary['requests']} requests failed; see {config.out}")
 
 
 @loadtest.command()

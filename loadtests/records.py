@@ -18,6 +18,7 @@ class RequestRecord:
     ok: bool = False
     error: str | None = None
     status: int | None = None  # HTTP status of a failed request, when there was one
+    retry_after_s: float | None = None  # the Retry-After a refusal came with
     ttft_s: float | None = None  # first content chunk, seconds after start
     e2e_s: float | None = None  # last byte of the stream, seconds after start
     prompt_tokens: int | None = None  # from the usage chunk

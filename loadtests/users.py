@@ -21,6 +21,17 @@ from loadtests.prompts import ChatRequest, PromptConfig, RequestFactory, TokenCo
 from loadtests.records import RequestRecord
 
 
+FAILURE_PAUSE_S = 1.0  # after a failed request, unless the server said Retry-After
+MAX_FAILURE_PAUSE_S = 10.0
+
+
+def _retry_after(header: str | None) -> float | None:
+    try:
+        return float(header) if header else None
+    except ValueError:  # an HTTP date: not worth parsing for a pause
+        return None
+
+
 class ChatUser(User):
     wait_time = constant(0)
     # Set by the driver before the run starts (one run per process).
@@ -57,6 +68,9 @@ class ChatUser(User):
             record = self._stream(request, ignore_eos=False)
         self.records.append(record)
         self._report(record)
+        if not record.ok:
+            # A refusing or absent server would otherwise be hammered in a tight loop.
+            time.sleep(min(record.retry_after_s or FAILURE_PAUSE_S, MAX_FAILURE_PAUSE_S))
 
     def _stream(self, request: ChatRequest, ignore_eos: bool) -> RequestRecord:
         record = RequestRecord(
@@ -96,6 +110,7 @@ class ChatUser(User):
             record.e2e_s = time.perf_counter() - started
         except openai.APIStatusError as exc:
             record.status = exc.status_code
+            record.retry_after_s = _retry_after(exc.response.headers.get("retry-after"))
             record.error = f"HTTP {exc.status_code}: {exc.message}"
             return record
         except (openai.APIError, OSError) as exc:
