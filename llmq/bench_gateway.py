@@ -1,0 +1,179 @@
+"""`llmq bench gateway`: what the gateway and the queue add to time to first token (TTFT) and to
+each inter-token gap (ITL), against the same null engine driven in-process.
+
+Both sides run a closed loop of C streams (a stream sends its next request a short pause after the
+last ends).
+The null engine paces its steps like a real forward pass (--tokens-per-s per stream), so the
+engine's own TTFT and ITL are the same on both sides and the difference is the stack: HTTP, SSE,
+admission, tokenization, Celery, Redis Streams, the worker's loop and detokenization. The client
+shares the machine's cores with the stack, as a real co-located load generator would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+
+from llmq.paths import resolve_model
+
+PROMPT = [{"role": "user", "content": "Tell me a short story about a lighthouse keeper."}]
+
+
+@dataclass
+class Samples:
+    ttft: list[float] = field(default_factory=list)  # seconds, one per request
+    itl: list[float] = field(default_factory=list)  # seconds, one per gap between consecutive tokens
+
+    def row(self) -> dict:
+        return {
+            "ttft_p50_ms": _ms(self.ttft, 50), "ttft_p99_ms": _ms(self.ttft, 99),
+            "itl_p50_ms": _ms(self.itl, 50), "itl_p99_ms": _ms(self.itl, 99),
+            "requests": len(self.ttft),
+        }
+
+
+def _ms(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)) * 1000, 3) if values else float("nan")
+
+
+def think_times(streams: int, per_stream: int, step_s: float, seed: int = 0) -> list[list[float]]:
+    """Pause before each request of each stream, 1-3 engine steps, the same on both sides: streams of
+    equal length would otherwise stay in lockstep and measure one thundering herd over and over."""
+    rng = np.random.default_rng(seed)
+    pauses = rng.uniform(1.0, 3.0, size=(streams, per_stream)) * step_s
+    pauses[:, 0] = 0.0  # every stream starts at once: the herd is measured once
+    return pauses.tolist()
+
+
+def in_process(model: str, pauses: list[list[float]], max_tokens: int, tokens_per_s: float, prompt_len: int) -> Samples:
+    """The null engine alone, stepped in a loop as the worker's host would: no Redis, no HTTP."""
+    import heapq
+
+    from engine.backends import create_engine
+    from engine.config import EngineConfig
+    from engine.types import SamplingParams
+
+    engine = create_engine("null", EngineConfig(model=model, max_num_seqs=len(pauses)), tokens_per_s=tokens_per_s)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    samples, started, last = Samples(), {}, {}
+    begin = time.perf_counter()
+    due = [(begin + stream[0], i, 0) for i, stream in enumerate(pauses)]  # (when, stream, request number)
+    heapq.heapify(due)
+    while due or engine.has_unfinished():
+        now = time.perf_counter()
+        while due and due[0][0] <= now:
+            _, stream, number = heapq.heappop(due)
+            rid = f"{stream}.{number}"
+            engine.add_request(rid, list(range(1, prompt_len + 1)), params)
+            started[rid] = time.perf_counter()
+        if not engine.has_unfinished():
+            time.sleep(max(due[0][0] - now, 0))  # idle until the next arrival, as the worker's loop is
+            continue
+        outputs = engine.step()
+        now = time.perf_counter()
+        for out in outputs:
+            if out.new_token_ids:
+                (samples.itl.append(now - last[out.request_id]) if out.request_id in last
+                 else samples.ttft.append(now - started[out.request_id]))
+                last[out.request_id] = now
+            if out.finish_reason:
+                stream, number = map(int, out.request_id.split("."))
+                if number + 1 < len(pauses[stream]):
+                    heapq.heappush(due, (now + pauses[stream][number + 1], stream, number + 1))
+    return samples
+
+
+async def through_stack(url: str, model_name: str, pauses: list[list[float]], max_tokens: int) -> Samples:
+    import httpx
+    import msgspec
+
+    samples = Samples()
+    body = {"model": model_name, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+
+    async def one(client: httpx.AsyncClient, record: bool = True) -> None:
+        start, last = time.perf_counter(), None
+        async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                choices = msgspec.json.decode(line[6:]).get("choices") or []
+                if not (choices and choices[0].get("delta", {}).get("content")):
+                    continue
+                now = time.perf_counter()
+                if record:
+                    samples.itl.append(now - last) if last is not None else samples.ttft.append(now - start)
+                last = now
+
+    async def stream_user(client: httpx.AsyncClient, stream_pauses: list[float]) -> None:
+        for pause in stream_pauses:
+            await asyncio.sleep(pause)
+            await one(client)
+
+    limits = httpx.Limits(max_connections=len(pauses), max_keepalive_connections=len(pauses))
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        await one(client, record=False)  # warm-up: the gateway's first tokenization, the worker's first job
+        await asyncio.gather(*(stream_user(client, p) for p in pauses))
+    return samples
+
+
+@click.command()
+@click.option("--model", envvar="LLMQ_MODEL", default=None, help="Model folder (its tokenizer). [default: the default model]")
+@click.option("--concurrency", "levels", multiple=True, type=int, default=(1, 32), show_default=True)
+@click.option("--requests-per-stream", type=int, default=4, show_default=True,
+              help="Requests each stream sends (a single stream sends at least 16).")
+@click.option("--max-tokens", type=int, default=32, show_default=True)
+@click.option("--tokens-per-s", type=float, default=50.0, show_default=True, help="Null engine pace, per stream.")
+def gateway_bench(model: str | None, levels: tuple[int, ...], requests_per_stream: int, max_tokens: int,
+                  tokens_per_s: float) -> None:
+    """Latency the gateway and queue add over the bare engine, at 1 and 32 streams."""
+    from llmq.stack import LocalStack
+
+    folder = resolve_model(model)
+    if not (folder / "config.json").exists():
+        raise click.ClickException(f"model folder {folder} not found (run `llmq models pull`)")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="llmq-bench-") as logs:
+        stack = LocalStack(model=str(folder), backend="null", workers=1, log_dir=Path(logs),
+                           worker_extra=("--engine-option", f"tokens_per_s={tokens_per_s}",
+                                         "--concurrency", str(max(levels)), "--log-level", "warning"),
+                           gateway_extra=("--log-level", "warning"))
+        click.echo("starting redis, a null worker and the gateway ...", err=True)
+        with stack.start(timeout=120):
+            for level in levels:
+                pauses = think_times(level, max(requests_per_stream, 16 // level), 1.0 / tokens_per_s)
+                click.echo(f"  {level} stream(s): in-process engine ...", err=True)
+                base = in_process(str(folder), pauses, max_tokens, tokens_per_s, prompt_len=40)
+                click.echo(f"  {level} stream(s): through the gateway ...", err=True)
+                full = asyncio.run(through_stack(stack.url, folder.name, pauses, max_tokens))
+                rows.append((level, base.row(), full.row()))
+    _print(rows, tokens_per_s, max_tokens)
+
+
+def _print(rows, tokens_per_s: float, max_tokens: int) -> None:
+    header = f"{'streams':>7} {'path':<10} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8}  (ms)"
+    click.echo(header)
+    added = {}
+    for level, base, full in rows:
+        for name, row in (("engine", base), ("gateway", full)):
+            click.echo(f"{level:>7} {name:<10} {row['ttft_p50_ms']:>9.2f} {row['ttft_p99_ms']:>9.2f} "
+                       f"{row['itl_p50_ms']:>8.2f} {row['itl_p99_ms']:>8.2f}")
+        delta = {key: round(full[key] - base[key], 3) for key in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms")}
+        click.echo(f"{level:>7} {'added':<10} {delta['ttft_p50_ms']:>9.2f} {delta['ttft_p99_ms']:>9.2f} "
+                   f"{delta['itl_p50_ms']:>8.2f}")
+        added[str(level)] = delta
+    click.echo(json.dumps({
+        "bench": "gateway", "tokens_per_s": tokens_per_s, "max_tokens": max_tokens,
+        "added_ttft_p50_ms": {k: v["ttft_p50_ms"] for k, v in added.items()},
+        "added_ttft_p99_ms": {k: v["ttft_p99_ms"] for k, v in added.items()},
+        "added_itl_p50_ms": {k: v["itl_p50_ms"] for k, v in added.items()},
+        "targets_ms": {"ttft_p50": 5, "ttft_p99": 15, "itl_p50": 1},
+        "detail": {str(level): {"engine": base, "gateway": full} for level, base, full in rows},
+    }))
