@@ -13,7 +13,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 SITE=${SITE:-/tmp/site}
 OUT=${OUT:-out/device}
-WORK=${WORK:-$(mktemp -d -t llmq-loadtest-XXXXXX)}
+if [[ -z "${WORK:-}" ]]; then
+    WORK=$(mktemp -d -t llmq-loadtest-XXXXXX)
+    trap 'rm -rf "$WORK"' EXIT  # everything in it ends up in $OUT's archive
+fi
 BACKENDS=${BACKENDS:-hf,torch}
 MODEL_DIR=${MODEL_DIR:-.whl/models/Llama-3.1-8B}
 UP_ARGS=${UP_ARGS:-"--model $MODEL_DIR"}
