@@ -206,14 +206,15 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    defaults = GpuSuiteOptions()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-config", default=GpuSuiteOptions.model_config)
-    parser.add_argument("--prompt-len", type=int, default=GpuSuiteOptions.prompt_len)
-    parser.add_argument("--new-tokens", type=int, default=GpuSuiteOptions.new_tokens)
+    parser.add_argument("--model-config", default=defaults.model_config)
+    parser.add_argument("--prompt-len", type=int, default=defaults.prompt_len)
+    parser.add_argument("--new-tokens", type=int, default=defaults.new_tokens)
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--no-engine", action="store_true")
-    parser.add_argument("--concurrency", type=int, default=GpuSuiteOptions.concurrency)
-    parser.add_argument("--concurrent-out", type=int, default=GpuSuiteOptions.concurrent_out)
+    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument("--concurrent-out", type=int, default=defaults.concurrent_out)
     args = parser.parse_args(argv)
     run_gpu_suite(
         GpuSuiteOptions(
