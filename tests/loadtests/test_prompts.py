@@ -1,7 +1,7 @@
 import pytest
 
 from loadtests.chat_mix import KINDS
-from loadtests.prompts import Length, PromptConfig, RequestFactory, WordTokenCounter
+from loadtests.prompts import HFTokenCounter, Length, PromptConfig, RequestFactory, WordTokenCounter, token_counter
 
 
 def test_length_parses_fixed_and_ranges():
@@ -68,3 +68,14 @@ def test_chat_mix_draws_every_kind_within_its_bounds():
 def test_unknown_mix_is_refused():
     with pytest.raises(ValueError, match="unknown prompt mix"):
         RequestFactory(PromptConfig(mix="poetry")).next()
+
+
+def test_prompt_lengths_with_the_models_own_tokenizer(model_dir):
+    counter = token_counter(model_dir)
+    assert isinstance(counter, HFTokenCounter)
+    factory = RequestFactory(PromptConfig(prompt_tokens=Length(100, 100), system_prompts=1, system_tokens=60), counter)
+    for _ in range(10):
+        system, user = factory.next().messages
+        # Cut at 100 ids, decoded, then encoded again: a merge at the cut may move it by a token.
+        assert abs(counter.count(user["content"]) - 100) <= 1
+        assert abs(counter.count(system["content"]) - 60) <= 2
