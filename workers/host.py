@@ -14,12 +14,13 @@ import redis
 
 from engine.errors import ContextLengthError, InvalidRequestError
 from engine.interface import EngineProtocol
-from engine.types import EngineStats, RequestOutput
+from engine.types import RequestOutput
 from workers import live as codes
 from workers import protocol
 from workers.aborts import AbortListener
 from workers.live import LiveRequest, sampling_params
-from workers.protocol import GenerateJob, WorkerHeartbeat
+from workers.heartbeat import Heartbeats
+from workers.protocol import GenerateJob
 from workers.publisher import Outgoing, Publisher
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.25  # an idle loop still wakes this often for heartbeats and key checks
 CHECK_INTERVAL_S = 0.25  # client, abort and deadline checks of live requests
 LEASE_REFRESH_S = protocol.LEASE_TTL_S / 3
-HEARTBEAT_INTERVAL_S = 1.0
 OUTAGE_RETRY_S = 0.2  # pause between attempts to reach Redis while it is away
 REMEMBERED_ABORTS = 4096  # aborts of requests not (yet) here: a job picked up after its abort ends at once
 WEDGED_LOOP_GRACE_S = 30.0  # a task thread gives up on its request this long after the deadline
@@ -42,8 +42,6 @@ class EngineHost:
         self.engine = engine
         self.publisher = publisher
         self.worker_id = publisher.worker_id
-        self.model = model
-        self.backend = backend
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._live: dict[str, LiveRequest] = {}
         self._aborted_elsewhere: OrderedDict[str, None] = OrderedDict()
@@ -54,9 +52,8 @@ class EngineHost:
         self._stopping = False
         self._outage_since: float | None = None
         self._step_failed = False
-        self._last_checks = self._last_leases = self._last_beat = 0.0
-        self._beat_state: tuple | None = None
-        self._tokens_since_beat = 0
+        self._last_checks = self._last_leases = 0.0
+        self._heartbeats = Heartbeats(self.worker_id, model, backend)
         self._thread = threading.Thread(target=self._run, name="llmq-engine", daemon=True)
         self._aborts = AbortListener(publisher.client, self.abort)
 
@@ -236,7 +233,7 @@ class EngineHost:
                 if request.unsent_start is not None:
                     request.unsent_start.num_cached_tokens = output.num_cached_tokens
             if output.new_token_ids:
-                self._tokens_since_beat += len(output.new_token_ids)
+                self._heartbeats.count_tokens(len(output.new_token_ids))
                 self._out.events.append((request.request_id, request.tokens_event(output)))
             if output.finish_reason == "error":
                 request.in_engine = False
@@ -261,7 +258,7 @@ class EngineHost:
         if now - self._last_checks >= CHECK_INTERVAL_S:
             out.checks = list(self._live)
             self._last_checks = now
-        out.heartbeat = self._heartbeat(now)
+        out.heartbeat = self._heartbeats.due(self.engine.stats(), self._accepting, now)
         if not out:
             return
         try:
@@ -296,7 +293,7 @@ class EngineHost:
         if self._outage_since is None:
             log.warning("Redis unreachable (%s); holding %d events", exc, len(self._out.events))
             self._outage_since = now
-            self._beat_state = None  # beat again as soon as it is back
+            self._heartbeats.forget()
         if now - self._outage_since < protocol.LEASE_TTL_S:
             return
         # Our leases have lapsed: the gateway has given these requests up (or re-dispatched them).
@@ -306,25 +303,3 @@ class EngineHost:
         for request in self._ending:
             request.ended.set()
         self._ending = []
-
-    def _heartbeat(self, now: float) -> WorkerHeartbeat | None:
-        stats: EngineStats = self.engine.stats()
-        state = (stats.running, stats.waiting, self._accepting)
-        if state == self._beat_state and now - self._last_beat < HEARTBEAT_INTERVAL_S:
-            return None
-        elapsed = now - self._last_beat if self._last_beat else 0.0
-        tokens_per_s = self._tokens_since_beat / elapsed if elapsed > 0 else 0.0
-        self._beat_state, self._last_beat, self._tokens_since_beat = state, now, 0
-        return WorkerHeartbeat(
-            worker_id=self.worker_id,
-            model=self.model,
-            backend=self.backend,
-            running=stats.running,
-            waiting=stats.waiting,
-            kv_blocks_used=stats.kv_blocks_used,
-            kv_blocks_total=stats.kv_blocks_total,
-            tokens_per_s=tokens_per_s,
-            max_model_len=stats.max_model_len,
-            accepting=self._accepting,
-            updated_at=now,
-        )
