@@ -1,0 +1,65 @@
+"""`llmq up` brings the stack up, answers, and leaves no process behind after Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+
+from llmq.redis_server import free_port
+from tests.integration.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_up_serves_and_ctrl_c_stops_everything(model_dir, tmp_path):
+    port = free_port()
+    out = tmp_path / "up.out"
+    with open(out, "wb") as sink:
+        up = subprocess.Popen([sys.executable, "-m", "llmq", "up", "--backend", "null", "--model", str(model_dir),
+                               "--port", str(port), "--workers", "2"], stdout=sink, stderr=subprocess.STDOUT)
+    children: set[int] = set()
+    try:
+        wait_for(lambda: b"llmq is up" in out.read_bytes() or up.poll() is not None, 120, "llmq up", interval=0.1)
+        assert up.poll() is None, out.read_text()
+        text = out.read_text()
+        assert f"http://127.0.0.1:{port}/v1" in text and "curl " in text
+        children = children_of(up.pid)  # while up lives, so these ids are surely ours
+        assert len(children) == 4  # redis, two workers, the gateway
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=30)
+        reply = client.chat.completions.create(model=model_dir.name, messages=[{"role": "user", "content": "hi"}],
+                                               max_tokens=5)
+        assert reply.usage.completion_tokens == 5
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, out.read_text()
+        assert not [pid for pid in children if alive(pid)]
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for pid in children:
+            if alive(pid):
+                os.killpg(pid, signal.SIGKILL)
