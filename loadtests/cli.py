@@ -55,6 +55,8 @@ LOAD_OPTIONS = [
     click.option("--request-timeout", envvar="LLMQ_LOADTEST_REQUEST_TIMEOUT", type=float, default=600.0, show_default=True),
     click.option("--drain", envvar="LLMQ_LOADTEST_DRAIN", type=float, default=120.0, show_default=True,
                  help="Seconds in-flight requests get to finish at the end."),
+    click.option("--warmup", envvar="LLMQ_LOADTEST_WARMUP", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                 help="Seconds at the start whose requests the summary leaves out."),
 ]
 
 STACK_OPTIONS = [
@@ -80,7 +82,7 @@ def build_config(url: str, out: str | None, **o) -> RunConfig:
         prompt=prompt, shape=o["shape"], users=o["users"], duration_s=o["duration"], stage_s=o["stage_duration"],
         ramp_start=o["ramp_start"], ramp_step=o["ramp_step"], ignore_eos=o["ignore_eos"],
         temperature=o["temperature"], tokenizer=o["tokenizer"], request_timeout_s=o["request_timeout"],
-        drain_s=o["drain"],
+        drain_s=o["drain"], warmup_s=o["warmup"],
     )
     try:
         config.load_shape()

@@ -29,6 +29,7 @@ class RunConfig:
     tokenizer: str | None = None  # a folder with tokenizer.json for exact prompt lengths
     request_timeout_s: float = 600.0
     drain_s: float = 120.0  # at the end, in-flight requests get this long to finish
+    warmup_s: float = 0.0  # requests sent this early are left out of the summary's numbers
 
     def load_shape(self) -> shapes.LoadShape:
         return shapes.build(self.shape, self.users, self.duration_s, self.stage_s, self.ramp_start, self.ramp_step)

@@ -17,10 +17,11 @@ def write_report(out: Path) -> dict:
     info = RunInfo.read(out)
     records = read_records(out / RECORDS_FILE)
     notes = list(info.notes) + ignore_eos_notes(records)
-    summary = summarize(records, config.load_shape(), info.run_start, info.run_end, notes)
+    summary = summarize(records, config.load_shape(), info.run_start, info.run_end, notes, config.warmup_s)
     summary = {"url": info.url, "model": info.model, **summary}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    write_plots(records, summary, info.run_start, out)
+    measured = [r for r in records if r.start >= info.run_start + config.warmup_s]
+    write_plots(measured, summary, info.run_start, out)
     return summary
 
 
@@ -60,6 +61,9 @@ def summary_text(summary: dict) -> str:
             )
         knee = summary["knee"]
         lines.append(f"knee: {knee['users']} users" if knee else "knee: not reached (throughput still scaling)")
+    if summary["warmup"]["requests"]:
+        lines.append(f"warm-up: {summary['warmup']['requests']} requests of the first"
+                     f" {summary['warmup']['seconds']:.0f} s left out")
     for error, count in summary["errors"].items():
         lines.append(f"error x{count}: {error}")
     lines.extend(f"note: {note}" for note in summary["notes"])

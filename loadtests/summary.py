@@ -89,27 +89,36 @@ def find_knee(users: list[int], throughput: list[float], min_efficiency: float =
     return None
 
 
-def stage_numbers(records: list[RequestRecord], shape: LoadShape, run_start: float) -> list[dict]:
+def stage_numbers(records: list[RequestRecord], shape: LoadShape, run_start: float, measure_from: float) -> list[dict]:
+    """Per stage, from `measure_from` on (a stage wholly inside the warm-up is left out)."""
     stages = []
     for stage in shape.stages:
-        start, end = run_start + stage.start_s, run_start + stage.end_s
+        start, end = max(run_start + stage.start_s, measure_from), run_start + stage.end_s
+        if start >= end:
+            continue
         inside = [r for r in records if start <= r.start < end]
         numbers = {"users": stage.users, "start_s": stage.start_s, "end_s": stage.end_s}
-        numbers["throughput_tok_s"] = tokens_within(records, start, end) / stage.duration_s
+        numbers["throughput_tok_s"] = tokens_within(records, start, end) / (end - start)
         numbers.update(request_numbers(inside))
         stages.append(numbers)
     return stages
 
 
 def summarize(
-    records: list[RequestRecord], shape: LoadShape, run_start: float, run_end: float, notes: list[str] = ()
+    records: list[RequestRecord], shape: LoadShape, run_start: float, run_end: float,
+    notes: list[str] = (), warmup_s: float = 0.0,
 ) -> dict:
-    """Everything summary.json holds."""
-    summary = {"shape": shape.kind, "duration_s": run_end - run_start}
-    summary.update(request_numbers(records))
-    summary["throughput_tok_s"] = tokens_within(records, run_start, run_end) / max(run_end - run_start, 1e-9)
+    """Everything summary.json holds. Requests sent in the first `warmup_s` seconds are left
+    out of the numbers (compilation, cache filling), not out of the errors."""
+    measure_from = min(run_start + warmup_s, run_end)
+    measured = [r for r in records if r.start >= measure_from]
+    warmup = [r for r in records if r.start < measure_from]
+    summary = {"shape": shape.kind, "duration_s": run_end - measure_from}
+    summary.update(request_numbers(measured))
+    summary["throughput_tok_s"] = tokens_within(records, measure_from, run_end) / max(run_end - measure_from, 1e-9)
     summary["errors"] = dict(Counter(r.error for r in records if not r.ok).most_common())
-    summary["stages"] = stage_numbers(records, shape, run_start)
+    summary["warmup"] = {"seconds": warmup_s, "requests": len(warmup), "failed": sum(not r.ok for r in warmup)}
+    summary["stages"] = stage_numbers(records, shape, run_start, measure_from)
     knee = find_knee([s["users"] for s in summary["stages"]], [s["throughput_tok_s"] for s in summary["stages"]])
     summary["knee"] = None if knee is None else {"users": knee.users, "throughput_tok_s": knee.throughput_tok_s}
     summary["notes"] = list(notes)

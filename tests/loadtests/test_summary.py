@@ -62,3 +62,17 @@ def test_summarize_a_sweep_per_stage():
     throughputs = [s["throughput_tok_s"] for s in summary["stages"]]
     assert throughputs[0] < throughputs[1] < throughputs[2]
     assert summary["knee"] is None and summary["notes"] == ["hello"]
+
+
+def test_warmup_requests_are_left_out_of_the_numbers_but_not_the_errors():
+    ramp = shapes.ramp(1, 1, 3, stage_s=10)  # 1, 2, 3 users over 30 s
+    t0 = 50.0
+    slow_first = [record(t0, ttft=5.0, e2e=6.0), record(t0 + 1, ok=False, error="HTTP 500: cold")]
+    steady = [record(t0 + 12 + i, users=2 if i < 8 else 3) for i in range(15)]
+    summary = summarize(slow_first + steady, ramp, t0, t0 + 30, warmup_s=12)
+    assert summary["requests"] == 15 and summary["failed"] == 0
+    assert summary["ttft_s"]["p99"] == pytest.approx(0.2)
+    assert summary["warmup"] == {"seconds": 12, "requests": 2, "failed": 1}
+    assert summary["errors"] == {"HTTP 500: cold": 1}
+    assert [s["users"] for s in summary["stages"]] == [2, 3]  # the first stage is all warm-up
+    assert summary["duration_s"] == 18
