@@ -59,7 +59,13 @@ def _same_prefix(a: list[int], b: list[int]) -> int:
 
 def _decoders(options: GpuSuiteOptions, results: dict) -> None:
     from engine import kernels
-    from engine.bench_gpu_decoders import PagedDecoder, build_engine_model, hf_generate_timings, hf_model_from_engine
+    from engine.bench_gpu_decoders import (
+        PagedDecoder,
+        build_engine_model,
+        hf_generate_timings,
+        hf_model_from_engine,
+        triton_gemv_linears,
+    )
 
     kernels.use_triton()
     max_len = options.prompt_len + options.new_tokens + 16
@@ -68,10 +74,12 @@ def _decoders(options: GpuSuiteOptions, results: dict) -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bandwidth = results["bandwidth"]["gb_per_s"] * 1e9 if "gb_per_s" in results.get("bandwidth", {}) else None
     read_per_token = weight_bytes - embed_bytes  # every weight but the embedding table (one row of it)
+    read_bandwidth = results.get("read_bandwidth", {}).get("gb_per_s")
     results["roofline"] = {
         "weight_bytes": weight_bytes,
         "bytes_read_per_token": read_per_token,
         "decode_tok_s": bandwidth / read_per_token if bandwidth else None,
+        "read_decode_tok_s": read_bandwidth * 1e9 / read_per_token if read_bandwidth else None,
     }
     prompt = torch.randint(0, spec.vocab_size, (options.prompt_len,), generator=torch.Generator().manual_seed(1)).cuda()
     runs: dict[str, dict] = {}
@@ -81,6 +89,13 @@ def _decoders(options: GpuSuiteOptions, results: dict) -> None:
         decoder.generate(prompt[:64], 8)  # warm-up: Triton compiles
         runs["ours"] = decoder.generate(prompt, options.new_tokens)
         del decoder
+
+    def ours_gemv():
+        with triton_gemv_linears(model):
+            decoder = PagedDecoder(model, spec, max_len)
+            decoder.generate(prompt[:64], 8)
+            runs["ours_gemv"] = decoder.generate(prompt, options.new_tokens)
+            del decoder
 
     def hf():
         hf_model = hf_model_from_engine(model, spec, folder)
@@ -95,7 +110,7 @@ def _decoders(options: GpuSuiteOptions, results: dict) -> None:
         runs["compiled"] = decoder.generate(prompt, options.new_tokens)
         del decoder
 
-    parts = [("ours", ours)] + ([("hf", hf), ("compiled", compiled)] if options.baselines else [])
+    parts = [("ours", ours), ("ours_gemv", ours_gemv)] + ([("hf", hf), ("compiled", compiled)] if options.baselines else [])
     for name, fn in parts:
         _part(results, f"decode_{name}", lambda fn=fn: fn() or {})
     reference = runs.get("hf")
@@ -128,7 +143,7 @@ def run_gpu_suite(options=None) -> dict:
     options = _suite_options(options)
     if not torch.cuda.is_available():
         raise RuntimeError("the GPU suite needs a CUDA device")
-    from engine.bench_gpu_micro import copy_bandwidth, split_k_vs_single_block
+    from engine.bench_gpu_micro import copy_bandwidth, gemv_vs_cublas, read_bandwidth, split_k_vs_single_block
 
     results: dict = {
         "device": torch.cuda.get_device_name(),
@@ -144,6 +159,8 @@ def run_gpu_suite(options=None) -> dict:
     except ImportError:
         pass
     _part(results, "bandwidth", copy_bandwidth)
+    _part(results, "read_bandwidth", read_bandwidth)
+    _part(results, "gemv", gemv_vs_cublas)
     _part(results, "attention", lambda: split_k_vs_single_block(options.contexts))
     try:
         _decoders(options, results)
@@ -174,6 +191,21 @@ def format_table(results: dict) -> str:
     bw = results.get("bandwidth", {})
     roof = results.get("roofline", {}).get("decode_tok_s")
     lines.append(f"copy bandwidth {_fmt(bw.get('gb_per_s'))} GB/s -> batch-1 decode roofline {_fmt(roof)} tok/s")
+    read_roof = results.get("roofline", {}).get("read_decode_tok_s")
+    lines.append(
+        f"read bandwidth {_fmt(results.get('read_bandwidth', {}).get('gb_per_s'))} GB/s -> read roofline {_fmt(read_roof)} tok/s"
+    )
+    gemv = results.get("gemv", {})
+    lines.append("batch-1 linear layers            N x K            cuBLAS us  GB/s   Triton us  GB/s")
+    for row in gemv.get("rows", []):
+        lines.append(
+            f"{row['layer']:33}{row['n']:>6} x {row['k']:<6}  {row['cublas_us']:>9.1f}  {row['cublas_gb_per_s']:>5.0f}"
+            f"  {row['triton_us']:>9.1f}  {row['triton_gb_per_s']:>5.0f}"
+        )
+    if "rows" in gemv:
+        lines.append(
+            f"{'per token (all linears)':33}{'':15}  {gemv['cublas_ms_per_token']:>8.2f}ms  {'':5}  {gemv['triton_ms_per_token']:>7.2f}ms"
+        )
     lines.append("decode attention, batch 1        context  splits  split-K us  single us  speedup  GB/s")
     attention = results.get("attention")
     for row in attention if isinstance(attention, list) else []:
@@ -181,15 +213,21 @@ def format_table(results: dict) -> str:
             f"{'':33}{row['context']:>7}  {row['splits']:>6}  {row['split_k_us']:>10.1f}  {row['single_block_us']:>9.1f}"
             f"  {row['speedup']:>6.2f}x  {row['split_k_gb_per_s']:>5.0f}"
         )
-    lines.append("batch 1 decoder                  decode tok/s  % roofline  TTFT ms  logits err vs hf")
-    names = {"ours": "ours (Triton + CUDA graphs)", "hf": "transformers eager", "compiled": "torch.compile + graph"}
+    lines.append("batch 1 decoder                  decode tok/s  % roofline  % read roof  TTFT ms  logits err vs hf")
+    names = {
+        "ours": "ours (Triton + CUDA graphs)",
+        "ours_gemv": "ours + Triton GEMV linears",
+        "hf": "transformers eager",
+        "compiled": "torch.compile + graph",
+    }
     for key, label in names.items():
         entry = results.get(f"decode_{key}", {})
         rate = entry.get("decode_tok_s")
         share = 100 * rate / roof if rate and roof else None
+        read_share = 100 * rate / read_roof if rate and read_roof else None
         ttft = entry["ttft_s"] * 1e3 if "ttft_s" in entry else None
         lines.append(
-            f"{label:33}{_fmt(rate):>12}  {_fmt(share):>10}  {_fmt(ttft):>7}  {_fmt(entry.get('first_logits_rel_err_vs_hf'), '.2e'):>16}"
+            f"{label:33}{_fmt(rate):>12}  {_fmt(share):>10}  {_fmt(read_share):>11}  {_fmt(ttft):>7}  {_fmt(entry.get('first_logits_rel_err_vs_hf'), '.2e'):>16}"
             + (f"  ERROR {entry['error']}" if "error" in entry else "")
         )
     engine = results.get("engine")

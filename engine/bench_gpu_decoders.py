@@ -162,3 +162,28 @@ def hf_generate_timings(hf, prompt: torch.Tensor, new_tokens: int) -> dict:
         "first_token": first[0, -1].item(),
         "first_logits": prefill_logits,
     }
+
+
+class triton_gemv_linears:
+    """Context: the model's linear layers (and LM head) run the Triton GEMV instead of cuBLAS.
+    The engine's layers call F.linear; this swaps their forward for the benchmark only."""
+
+    def __init__(self, model) -> None:
+        from engine.layers.embedding import LMHead
+        from engine.layers.linear import Linear
+
+        self.modules = [m for m in model.modules() if isinstance(m, (Linear, LMHead))]
+
+    def __enter__(self):
+        from engine.kernels.triton_linear import linear
+
+        for module in self.modules:
+            if module.__class__.__name__ == "LMHead":
+                module.forward = lambda hidden, m=module: linear(hidden, m.weight).float()
+            else:
+                module.forward = lambda x, m=module: linear(x, m.weight, getattr(m, "bias", None))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module in self.modules:
+            del module.forward

@@ -67,3 +67,53 @@ def split_k_vs_single_block(
         )
         del k_cache, v_cache
     return rows
+
+
+# (out features N, in features K, uses per token) of Llama-3.1-8B's linear layers at batch 1.
+LLAMA_8B_LINEARS = {
+    "qkv": (6144, 4096, 32),
+    "o": (4096, 4096, 32),
+    "gate_up": (28672, 4096, 32),
+    "down": (4096, 14336, 32),
+    "lm_head": (128256, 4096, 1),
+}
+
+
+def gemv_vs_cublas(shapes: dict = LLAMA_8B_LINEARS, rotate_bytes: int = 1 << 30) -> dict:
+    """Batch-1 linear layers: the Triton GEMV against cuBLAS (F.linear). Each timing cycles over
+    enough distinct weight copies (>= 1 GiB) that no weight is served from L2."""
+    import torch.nn.functional as F
+
+    from engine.kernels.triton_linear import linear
+
+    rows = []
+    for name, (n, k, count) in shapes.items():
+        size = n * k * 2
+        copies = max(2, -(-rotate_bytes // size))
+        weights = [torch.empty(n, k, device="cuda", dtype=torch.bfloat16).normal_(0.0, 0.02) for _ in range(copies)]
+        x = torch.randn(1, k, device="cuda").bfloat16()
+        ref = F.linear(x.float(), weights[0].float())
+        out = linear(x, weights[0])  # autotunes here, outside the graph capture
+        err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+        cublas_ms = _median_ms(lambda: [F.linear(x, w) for w in weights]) / copies
+        triton_ms = _median_ms(lambda: [linear(x, w) for w in weights]) / copies
+        rows.append(
+            {
+                "layer": name, "n": n, "k": k, "per_token": count,
+                "cublas_us": cublas_ms * 1e3, "triton_us": triton_ms * 1e3,
+                "cublas_gb_per_s": size / cublas_ms / 1e6, "triton_gb_per_s": size / triton_ms / 1e6,
+                "rel_err": err,
+            }
+        )
+        del weights
+        torch.cuda.empty_cache()
+    cublas_total = sum(r["cublas_us"] * r["per_token"] for r in rows) / 1e3
+    triton_total = sum(r["triton_us"] * r["per_token"] for r in rows) / 1e3
+    return {"rows": rows, "cublas_ms_per_token": cublas_total, "triton_ms_per_token": triton_total}
+
+
+def read_bandwidth(num_bytes: int = 4 << 30) -> dict:
+    """Bytes read per second by a large reduction (nothing written): the ceiling of a weight stream."""
+    data = torch.empty(num_bytes // 2, device="cuda", dtype=torch.bfloat16).normal_()
+    ms = _median_ms(lambda: data.sum(dtype=torch.float32))
+    return {"bytes": num_bytes, "ms": ms, "gb_per_s": num_bytes / ms / 1e6}

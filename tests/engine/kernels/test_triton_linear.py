@@ -1,0 +1,33 @@
+"""The Triton GEMV (batch <= 16 linear layers) against F.linear, on CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.engine.kernels.gpu import requires_cuda
+from tests.engine.kernels.paged_inputs import relative_error
+
+pytestmark = [pytest.mark.gpu, requires_cuda]
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+@pytest.mark.parametrize("n,k,bias", [(4096, 4096, False), (1000, 576, True), (6144, 4096, False), (96, 1536, True)])
+def test_gemv_matches_cublas(rows, n, k, bias):
+    from engine.kernels.triton_linear import linear
+
+    x = torch.randn(rows, k, device="cuda").bfloat16()
+    weight = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
+    b = torch.randn(n, device="cuda").bfloat16() if bias else None
+    out = linear(x, weight, b, out=torch.full((rows, n), float("nan"), device="cuda", dtype=x.dtype))
+    assert out.shape == (rows, n)
+    assert relative_error(out, F.linear(x.float(), weight.float(), None if b is None else b.float())) <= 1e-2
+
+
+def test_big_batches_fall_back_to_cublas():
+    from engine.kernels.triton_linear import MAX_ROWS, linear
+
+    x = torch.randn(MAX_ROWS + 1, 256, device="cuda").bfloat16()
+    weight = torch.randn(128, 256, device="cuda").bfloat16()
+    torch.testing.assert_close(linear(x, weight), F.linear(x, weight))
