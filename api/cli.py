@@ -45,16 +45,13 @@ REDIS_URL = click.option("--redis-url", envvar="LLMQ_REDIS_URL", default=Gateway
 @click.option("--redis-timeout", "redis_timeout_s", envvar="LLMQ_REDIS_TIMEOUT", type=float,
               default=GatewaySettings.redis_timeout_s, show_default=True)
 @click.option("--log-level", envvar="LLMQ_LOG_LEVEL", default=GatewaySettings.log_level, show_default=True)
-def gateway(models: tuple[str, ...], **options) -> None:
+def gateway(**options) -> None:
     """Run the OpenAI-compatible HTTP gateway."""
     import uvicorn
 
     from api.app import create_app
-    from llmq.paths import resolve_model
 
-    folders = _split(models) or (None,)
-    settings = GatewaySettings(models=tuple(str(resolve_model(m)) for m in folders),
-                               **{**options, "api_keys": _split(options["api_keys"])})
+    settings = settings_from_options(**options)
     for path in settings.model_paths:
         if not path.is_dir():
             raise click.ClickException(f"model folder {path} not found (try `llmq models pull`)")
@@ -67,6 +64,14 @@ def gateway(models: tuple[str, ...], **options) -> None:
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part for value in values for part in value.split())
+
+
+def settings_from_options(models: tuple[str, ...], api_keys: tuple[str, ...], **options) -> GatewaySettings:
+    from llmq.paths import resolve_model
+
+    folders = _split(models) or (None,)  # None: the default model in the models cache
+    return GatewaySettings(models=tuple(str(resolve_model(m)) for m in folders), api_keys=_split(api_keys),
+                           **options)
 
 
 @click.group()

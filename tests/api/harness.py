@@ -133,5 +133,6 @@ class FakeWorker:
 
 def client_for(server: GatewayServer, **options) -> openai.OpenAI:
     """The real OpenAI client against a test gateway, without its own retries."""
+    options.setdefault("timeout", 30.0)  # a hung request fails the test instead of stalling the suite
     return openai.OpenAI(base_url=server.url + "/v1", api_key=options.pop("api_key", "none"), max_retries=0,
                          **options)

@@ -69,6 +69,8 @@ def test_body_over_the_limit_is_413(gateway, redis_url, tokenizer):
 
 
 def test_no_worker_is_503_with_retry_after(gateway, redis_url, tokenizer):
+    # /ready re-reads heartbeats: the worker of an earlier test is gone from the gateway's view too.
+    wait_for(lambda: httpx.get(gateway.url + "/ready").status_code == 503, what="no live worker")
     with pytest.raises(openai.InternalServerError) as error:
         client_for(gateway).chat.completions.create(model=tokenizer.name, messages=MESSAGES)
     assert error.value.status_code == 503 and error.value.code == "no_worker"
@@ -122,3 +124,13 @@ def test_keys(start_gateway, redis_url, start_worker, tokenizer):
     assert revoke_key(admin, key)
     with pytest.raises(openai.AuthenticationError):
         client_for(server, api_key=key).models.list()
+
+
+def test_client_leaving_a_whole_request_aborts_it(gateway, start_worker, tokenizer):
+    worker = start_worker(quiet_worker)
+    body = {"model": tokenizer.name, "messages": MESSAGES}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(10, read=0.5))
+    wait_for(lambda: worker.jobs and worker.aborted(worker.jobs[0]), what="abort after the client left")
+    wait_for(lambda: 'llmq_gateway_requests_in_flight{model="SmolLM2-135M-Instruct"} 0.0'
+             in httpx.get(gateway.url + "/metrics").text, what="request no longer in flight")
