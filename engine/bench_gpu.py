@@ -173,10 +173,14 @@ def run_gpu_suite(options=None) -> dict:
 
         from engine.bench_gpu_engine import engine_timings
 
-        _part(
-            results, "engine",
-            lambda: engine_timings(Path(folder), options.prompt_len, options.new_tokens, options.concurrency, options.concurrent_out),
-        )
+        for name, graphs in (("engine", False), ("engine_graphs", True)):
+            _part(
+                results, name,
+                lambda graphs=graphs: engine_timings(
+                    Path(folder), options.prompt_len, options.new_tokens, options.concurrency, options.concurrent_out,
+                    cuda_graphs=graphs,
+                ),
+            )
     print(format_table(results))
     print(json.dumps(results, default=str))
     return results
@@ -230,13 +234,15 @@ def format_table(results: dict) -> str:
             f"{label:33}{_fmt(rate):>12}  {_fmt(share):>10}  {_fmt(read_share):>11}  {_fmt(ttft):>7}  {_fmt(entry.get('first_logits_rel_err_vs_hf'), '.2e'):>16}"
             + (f"  ERROR {entry['error']}" if "error" in entry else "")
         )
-    engine = results.get("engine")
-    if engine:
+    for key in ("engine", "engine_graphs"):
+        engine = results.get(key)
+        if not engine:
+            continue
         if "error" in engine:
-            lines.append(f"engine: ERROR {engine['error']}")
+            lines.append(f"{key}: ERROR {engine['error']}")
         else:
             lines.append(
-                f"engine: decode {_fmt(engine['decode_tok_s'])} tok/s, TTFT@1000 {_fmt(engine['ttft_1000_s'] * 1e3)} ms, "
+                f"{key}: decode {_fmt(engine['decode_tok_s'])} tok/s, TTFT@1000 {_fmt(engine['ttft_1000_s'] * 1e3)} ms, "
                 f"{engine.get('concurrency', 0)} concurrent x {engine.get('concurrent_out_tokens', 0)} out: "
                 f"{_fmt(engine.get('throughput_tok_s'))} tok/s"
             )

@@ -40,7 +40,48 @@ def _drive(engine, prompts: list[list[int]], max_tokens: int) -> dict:
     return {"start": start, "end": end, "first": first, "last": last, "generated": generated, "steps": steps}
 
 
-def engine_timings(folder: Path, prompt_len: int, new_tokens: int, concurrency: int, concurrent_out: int) -> dict:
+def graphed_runner(config):
+    """The engine's ModelRunner with decode-only steps replayed from CUDA graphs: what the runner
+    itself gains once it wires in engine/cuda_graphs.GraphRunner (a few lines, see BENCHMARKS.md)."""
+    from engine.attention_metadata import AttentionMetadata, build_step_inputs
+    from engine.cuda_graphs import GraphRunner, decode_inputs
+    from engine.runner import ModelRunner
+
+    class GraphedModelRunner(ModelRunner):
+        def __init__(self, config) -> None:
+            super().__init__(config)
+            max_blocks = -(-self.max_model_len // self.block_size)
+            self.graphs = GraphRunner(self._decode_logits, config.max_num_seqs, decode_inputs(max_blocks), self.device)
+            self.graphs.capture()
+
+        def _decode_logits(self, input_ids, positions, slot_mapping, block_tables, seq_lens, query_start_loc):
+            meta = AttentionMetadata(
+                positions=positions, slot_mapping=slot_mapping, block_tables=block_tables, seq_lens=seq_lens,
+                query_start_loc=query_start_loc, max_query_len=1, max_seq_len=self.max_model_len,
+                sample_indices=positions,  # unused: every row of a decode step samples
+            )
+            return self.model.compute_logits(self.model(input_ids, meta))  # [B, V]
+
+        @torch.inference_mode()
+        def execute(self, batch):
+            if not batch.chunks:
+                return []
+            input_ids, meta = build_step_inputs(batch, self.block_size, self.device)
+            sampling = [chunk.seq for chunk in batch.chunks if chunk.samples]
+            if meta.max_query_len == 1 and len(sampling) == len(batch.chunks) and self.graphs.can_run(len(sampling)):
+                logits = self.graphs.run(
+                    input_ids=input_ids, positions=meta.positions, slot_mapping=meta.slot_mapping,
+                    block_tables=meta.block_tables, seq_lens=meta.seq_lens, query_start_loc=meta.query_start_loc,
+                )
+                return self.sampler(logits, sampling)
+            return super().execute(batch)
+
+    return GraphedModelRunner(config)
+
+
+def engine_timings(
+    folder: Path, prompt_len: int, new_tokens: int, concurrency: int, concurrent_out: int, cuda_graphs: bool = False
+) -> dict:
     from engine import kernels
     from engine.config import EngineConfig
     from engine.engine import Engine
@@ -53,7 +94,7 @@ def engine_timings(folder: Path, prompt_len: int, new_tokens: int, concurrency: 
         model=str(folder), dummy_weights=True, device="cuda", dtype="bfloat16", max_model_len=max_len,
         kv_cache_tokens=kv_tokens, max_num_seqs=max(concurrency, 1),
     )
-    engine = Engine(config)
+    engine = Engine(config, runner=graphed_runner(config)) if cuda_graphs else Engine(config)
     vocab = engine.vocab_size
     _drive(engine, [_prompt(rng, 64, vocab)], 8)  # warm-up: Triton compiles, cuBLAS handles
 
@@ -61,6 +102,7 @@ def engine_timings(folder: Path, prompt_len: int, new_tokens: int, concurrency: 
     decode_s = single["last"]["r0"] - single["first"]["r0"]
     result = {
         "triton_kernels": installed,
+        "cuda_graphs": cuda_graphs,
         "decode_tok_s": (new_tokens - 1) / decode_s,
         "ttft_prompt_s": single["first"]["r0"] - single["start"],
     }
