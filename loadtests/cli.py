@@ -127,9 +127,11 @@ def run(url, local, up_args, ready_timeout, out, **options) -> None:
                 summary = run_load(config.with_out(config.out, url=stack.url))
         else:
             summary = run_load(config)
-    if summary["failed"]:
+    failed = summary["failed"] + summary["warmup"]["failed"]
+    if failed:
         # Like Locust itself: the report is written, and the exit status says requests failed.
-        raise click.ClickException(f"{summary['failed']} of {summary['requests']} requests failed; see {config.out}")
+        total = summary["requests"] + summary["warmup"]["requests"]
+        raise click.ClickException(f"{failed} of {total} requests failed; see {config.out}")
 
 
 @loadtest.command()
@@ -152,3 +154,6 @@ def compare(backends, up_args, ready_timeout, out, **options) -> None:
                f" {prompt.prompt_tokens} tokens, max_tokens {prompt.output_tokens}")
     click.echo(format_table(result["rows"]))
     click.echo(f"compare.json and per-backend reports in {config.out}", file=sys.stderr)
+    broken = {name: s["error"] for name, s in result["summaries"].items() if "error" in s}
+    if broken:
+        raise click.ClickException("; ".join(f"{name}: {error}" for name, error in broken.items()))

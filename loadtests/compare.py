@@ -5,6 +5,7 @@ numbers of the case we follow (native Hugging Face -> TensorRT-LLM)."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +99,13 @@ def run_compare(config: RunConfig, backends: list[str], up_args: tuple[str, ...]
         backend_out = out / backend
         backend_out.mkdir(parents=True, exist_ok=True)
         stack = LocalStack((*up_args, "--backend", backend), backend_out, ready_timeout_s)
-        with stack:
-            summaries[backend] = run_load(config.with_out(backend_out, url=stack.url))
+        try:
+            with stack:
+                summaries[backend] = run_load(config.with_out(backend_out, url=stack.url))
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            # One backend that does not start (or breaks) leaves the others' numbers standing.
+            print(f"[loadtest] {backend}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            summaries[backend] = {"error": f"{type(exc).__name__}: {exc}"}
     rows = compare_rows(summaries)
     result = {"backends": backends, "rows": rows, "summaries": summaries}
     (out / "compare.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
