@@ -58,7 +58,7 @@ for word in $UP_ARGS; do up_flags+=("--up-arg=$word"); done
 status=0
 "$PY" -m llmq loadtest compare --backends "$BACKENDS" --out "$WORK" \
     --users "$USERS" --duration "$DURATION" --prompt-tokens "$PROMPT_TOKENS" --output-tokens "$OUTPUT_TOKENS" \
-    --drain "$DRAIN" --warmup "$WARMUP" --ready-timeout "$READY_TIMEOUT" "${up_flags[@]}" | tee "$OUT/compare.txt" || status=$?
+    --tokenizer "$MODEL_DIR" --drain "$DRAIN" --warmup "$WARMUP" --ready-timeout "$READY_TIMEOUT" "${up_flags[@]}" | tee "$OUT/compare.txt" || status=$?
 
 # At most a few files come back: the table, compare.json, each summary, and one archive of the rest.
 cp "$WORK/compare.json" "$OUT/" 2>/dev/null || true
