@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 
+from engine.backends import BACKENDS
 from engine.config import EngineConfig
 
 
@@ -158,9 +159,10 @@ def _resolve_model(model: str | None, dummy_weights: bool, scratch: Path) -> str
 
 
 @click.command("engine")
-@click.option("--backend", default="torch", show_default=True, envvar="LLMQ_BENCH_BACKEND", help="Backend to measure.")
-@click.option("--vs", "baseline", default="hf", show_default=True, envvar="LLMQ_BENCH_VS",
-              help="Baseline backend ('none': measure the backend alone).")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="torch", show_default=True,
+              envvar="LLMQ_BENCH_BACKEND", help="Backend to measure.")
+@click.option("--vs", "baseline", type=click.Choice([*BACKENDS, "none"]), default="hf", show_default=True,
+              envvar="LLMQ_BENCH_VS", help="Baseline backend ('none': measure the backend alone).")
 @click.option("--model", default=None, envvar="LLMQ_MODEL",
               help="Model folder or cached name (default: the default model); with --dummy-weights also a shipped config.")
 @click.option("--dummy-weights", is_flag=True, envvar="LLMQ_DUMMY_WEIGHTS", help="Random weights of the model's config.")
@@ -175,18 +177,38 @@ def _resolve_model(model: str | None, dummy_weights: bool, scratch: Path) -> str
 def engine_bench(backend, baseline, model, dummy_weights, device, dtype, num_threads, concurrency, max_tokens,
                  prompt_tokens, suite) -> None:
     """Measure a backend against a baseline: a table, then one JSON line."""
+    if suite == "gpu":
+        _run_gpu_suite(BenchOptions(
+            backend=backend, baseline=None, model=_gpu_suite_model(model), dummy_weights=True, device=device,
+            dtype=dtype, num_threads=num_threads, concurrency=concurrency, max_tokens=max_tokens,
+            prompt_tokens=prompt_tokens, suite=suite,
+        ))
+        return
     with tempfile.TemporaryDirectory(prefix="llmq-bench-") as scratch:
         options = BenchOptions(
-            backend=backend, baseline=None if baseline in ("", "none") else baseline,
+            backend=backend, baseline=None if baseline == "none" else baseline,
             model=_resolve_model(model, dummy_weights, Path(scratch)), dummy_weights=dummy_weights, device=device,
             dtype=dtype, num_threads=num_threads, concurrency=concurrency, max_tokens=max_tokens,
             prompt_tokens=prompt_tokens, suite=suite,
         )
-        if suite == "gpu":
-            from engine.bench_gpu import run_gpu_suite  # written for CUDA hosts; imported only here
-
-            run_gpu_suite(options)
-            return
         report = compare(options)
     print_table(report)
     click.echo(json.dumps(report))
+
+
+def _gpu_suite_model(model: str | None) -> str:
+    """The GPU suite builds its own random-weight models from a shipped config's name."""
+    from llmq.paths import resolve_model
+
+    path = resolve_model(model)
+    return str(path) if (path / "config.json").is_file() else (model or "")
+
+
+def _run_gpu_suite(options: BenchOptions) -> None:
+    try:
+        from engine.bench_gpu import run_gpu_suite  # written for CUDA hosts; imported only here
+    except ModuleNotFoundError as error:
+        if error.name != "engine.bench_gpu":
+            raise
+        raise click.ClickException("this checkout has no GPU suite (engine/bench_gpu.py)") from None
+    run_gpu_suite(options)

@@ -81,3 +81,22 @@ def test_dummy_folder_serves_with_random_weights(tmp_path, model_dir):
     timings = run_requests(engine, [[1, 2, 3]], SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True))
     engine.close()
     assert timings[0].num_tokens == 3
+
+
+def test_suite_gpu_hands_the_options_to_the_gpu_suite(monkeypatch):
+    import sys
+    import types
+
+    received = []
+    fake = types.ModuleType("engine.bench_gpu")
+    fake.run_gpu_suite = received.append
+    monkeypatch.setitem(sys.modules, "engine.bench_gpu", fake)
+    result = CliRunner().invoke(engine_bench, ["--suite", "gpu", "--model", "llama-3.1-8b", "--concurrency", "4"])
+    assert result.exit_code == 0, result.output
+    (options,) = received
+    assert options.model == "llama-3.1-8b" and options.concurrency == 4 and options.suite == "gpu"
+
+
+def test_unknown_backend_is_refused():
+    result = CliRunner().invoke(engine_bench, ["--backend", "nope"])
+    assert result.exit_code != 0 and "nope" in result.output
