@@ -47,11 +47,14 @@ REDIS_URL = click.option("--redis-url", envvar="LLMQ_REDIS_URL", default=Gateway
 @click.option("--log-level", envvar="LLMQ_LOG_LEVEL", default=GatewaySettings.log_level, show_default=True)
 def gateway(**options) -> None:
     """Run the OpenAI-compatible HTTP gateway."""
+    import logging
+
     import uvicorn
 
     from api.app import create_app
 
     settings = settings_from_options(**options)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for path in settings.model_paths:
         if not path.is_dir():
             raise click.ClickException(f"model folder {path} not found (try `llmq models pull`)")

@@ -61,3 +61,13 @@ class WorkerWatch:
         if not self.workers.get(model):
             await self.poll()
         return bool(self.workers.get(model))
+
+    def context_limits(self) -> dict[str, int]:
+        """Per model, the smallest context length its live workers report (workers may cap it
+        below the model's own)."""
+        limits: dict[str, int] = {}
+        for model, beats in self.workers.items():
+            reported = [b.max_model_len for b in beats if b.max_model_len > 0]
+            if reported:
+                limits[model] = min(reported)
+        return limits

@@ -78,12 +78,12 @@ def _check_stream_options(request: SamplingFields) -> None:
         raise bad_request("`stream_options` is only allowed when `stream` is true.", param="stream_options")
 
 
-def _max_tokens(model: ModelTokenizer, prompt_len: int, requested: int | None, param: str, prompt_param: str) -> int:
-    room = model.max_model_len - prompt_len
+def _max_tokens(limit: int, prompt_len: int, requested: int | None, param: str, prompt_param: str) -> int:
+    room = limit - prompt_len
     if room < 1 or (requested is not None and requested > room):
         asked = requested if requested is not None else 1
         raise bad_request(
-            f"This model's maximum context length is {model.max_model_len} tokens. However, you requested "
+            f"This model's maximum context length is {limit} tokens. However, you requested "
             f"{prompt_len + asked} tokens ({prompt_len} in the prompt, {asked} for the completion). "
             "Please reduce the length of the prompt or the completion.",
             param=param if room >= 1 else prompt_param,
@@ -106,7 +106,14 @@ def _sampling(request: SamplingFields, model: ModelTokenizer, max_tokens: int, c
     )
 
 
-def plan_chat(request: ChatCompletionRequest, models: dict[str, ModelTokenizer]) -> Plan:
+def _context_limit(model: ModelTokenizer, limits: dict[str, int] | None) -> int:
+    reported = (limits or {}).get(model.name)
+    return min(model.max_model_len, reported) if reported else model.max_model_len
+
+
+def plan_chat(request: ChatCompletionRequest, models: dict[str, ModelTokenizer],
+              limits: dict[str, int] | None = None) -> Plan:
+    """limits: context lengths the workers report, where lower than the model's config."""
     model = find_model(models, request.model)
     _check_stream_options(request)
     if request.top_logprobs and not request.logprobs:
@@ -114,7 +121,7 @@ def plan_chat(request: ChatCompletionRequest, models: dict[str, ModelTokenizer])
     prompt = model.encode(model.render_chat(chat_messages(request)))
     requested = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
     param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
-    max_tokens = _max_tokens(model, len(prompt), requested, param, "messages")
+    max_tokens = _max_tokens(_context_limit(model, limits), len(prompt), requested, param, "messages")
     logprobs = (request.top_logprobs or 0) if request.logprobs else None
     choices = [Choice(i, 0, _sampling(request, model, max_tokens, i, logprobs)) for i in range(request.n)]
     return Plan("chat", model, [prompt], choices, _stops(request.stop), bool(request.stream),
@@ -135,16 +142,18 @@ def _completion_prompts(request: CompletionRequest, model: ModelTokenizer) -> li
     raise bad_request("`prompt` must be a string, a list of strings or a list of token ids.", param="prompt")
 
 
-def plan_completion(request: CompletionRequest, models: dict[str, ModelTokenizer]) -> Plan:
+def plan_completion(request: CompletionRequest, models: dict[str, ModelTokenizer],
+                    limits: dict[str, int] | None = None) -> Plan:
     model = find_model(models, request.model)
     _check_stream_options(request)
     if request.echo:
         raise bad_request("`echo` is not supported by this server.", param="echo", code="unsupported_parameter")
     prompts = _completion_prompts(request, model)
+    limit = _context_limit(model, limits)
     logprobs = request.logprobs
     choices = []
     for p, prompt in enumerate(prompts):
-        max_tokens = _max_tokens(model, len(prompt), request.max_tokens, "max_tokens", "prompt")
+        max_tokens = _max_tokens(limit, len(prompt), request.max_tokens, "max_tokens", "prompt")
         for i in range(request.n):
             choices.append(Choice(p * request.n + i, p, _sampling(request, model, max_tokens, i, logprobs)))
     return Plan("completion", model, prompts, choices, _stops(request.stop), bool(request.stream),

@@ -14,6 +14,12 @@ from api.serve import serve
 
 # Rendering and tokenizing a long prompt is CPU work: past this many characters it leaves the event loop.
 INLINE_TOKENIZE_CHARS = 4096
+DEADLINE_DOC = (
+    "OpenAI's request body. A request may set its own deadline with the `X-Request-Timeout` header "
+    "(seconds; default: the gateway's --request-timeout). Past it the request is aborted in the worker and "
+    "answered 504 (or, mid-stream, with an error event). Fields this server does not honour are a 400 "
+    "naming them."
+)
 
 
 def _prompt_chars(request: ChatCompletionRequest | CompletionRequest) -> int:
@@ -27,10 +33,11 @@ def _prompt_chars(request: ChatCompletionRequest | CompletionRequest) -> int:
     return total
 
 
-async def _plan(planner, data, models):
+async def _plan(planner, data, gateway):
+    limits = gateway.watch.context_limits()
     if _prompt_chars(data) <= INLINE_TOKENIZE_CHARS:
-        return planner(data, models)
-    return await anyio.to_thread.run_sync(planner, data, models)
+        return planner(data, gateway.models, limits)
+    return await anyio.to_thread.run_sync(planner, data, gateway.models, limits)
 
 
 class GenerateController(Controller):
@@ -39,15 +46,15 @@ class GenerateController(Controller):
     tags = ["generation"]
 
     @post("/chat/completions", operation_id="createChatCompletion", status_code=200,
-          responses=None, summary="Chat completion, streamed as SSE when `stream` is true")
+          summary="Chat completion, streamed as SSE when `stream` is true", description=DEADLINE_DOC)
     async def chat(self, data: JSONBody[ChatCompletionRequest], request: Request, state: State) -> ChatCompletion:
         gateway = state.gateway
-        plan = await _plan(plan_chat, data, gateway.models)
+        plan = await _plan(plan_chat, data, gateway)
         return await serve(plan, request, gateway, "chat")
 
     @post("/completions", operation_id="createCompletion", status_code=200,
-          summary="Text completion, streamed as SSE when `stream` is true")
+          summary="Text completion, streamed as SSE when `stream` is true", description=DEADLINE_DOC)
     async def completions(self, data: JSONBody[CompletionRequest], request: Request, state: State) -> Completion:
         gateway = state.gateway
-        plan = await _plan(plan_completion, data, gateway.models)
+        plan = await _plan(plan_completion, data, gateway)
         return await serve(plan, request, gateway, "completions")

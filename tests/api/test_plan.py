@@ -127,3 +127,25 @@ def test_malformed_json_is_400():
     with create_test_client([echo_chat], exception_handlers=EXCEPTION_HANDLERS) as client:
         response = client.post("/chat", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 400 and "message" in response.json()["error"]
+
+
+def test_worker_reported_context_limit_wins_when_lower(models, tokenizer):
+    with pytest.raises(APIError) as error:
+        plan_chat(chat(max_tokens=3000), models, {tokenizer.name: 2048})
+    assert "maximum context length is 2048" in error.value.body.message
+    plan = plan_chat(chat(), models, {tokenizer.name: 2048})
+    assert len(plan.prompts[0]) + plan.choices[0].sampling.max_tokens == 2048
+    assert plan_chat(chat(max_tokens=3000), models, {tokenizer.name: 100_000}).choices[0].sampling.max_tokens == 3000
+
+
+@post("/boom", sync_to_thread=False)
+def boom() -> dict:
+    raise RuntimeError("secret internals")
+
+
+def test_unexpected_error_is_500_without_traceback():
+    with create_test_client([boom], exception_handlers=EXCEPTION_HANDLERS) as client:
+        response = client.post("/boom")
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "server_error"
+    assert "secret" not in response.text and "Traceback" not in response.text
