@@ -87,11 +87,12 @@ def _load_engine(settings: WorkerSettings):
 
 def run_worker(settings: WorkerSettings, log_level: str = "info") -> int:
     import redis
-    from celery.signals import worker_shutting_down
+    from celery.signals import worker_ready, worker_shutting_down
 
     from workers import protocol, tasks
     from workers.celery_app import configure
     from workers.host import EngineHost
+    from workers.intake import Intake
     from workers.publisher import Publisher
 
     try:
@@ -100,15 +101,20 @@ def run_worker(settings: WorkerSettings, log_level: str = "info") -> int:
         click.echo(f"error: could not load the engine: {exc}", err=True)
         return 1
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=10)
+    intake = Intake(settings.concurrency)
     host = EngineHost(engine, Publisher(client, settings.worker_id),
-                      model=settings.served_model_name, backend=settings.backend)
+                      model=settings.served_model_name, backend=settings.backend, on_load=intake.on_engine_load)
     host.start()
     tasks.bind_host(host)
 
     def drain(**_) -> None:
         host.drain(settings.drain_grace_s)
 
+    def attach(sender=None, **_) -> None:
+        intake.attach(sender)
+
     worker_shutting_down.connect(drain, weak=False)
+    worker_ready.connect(attach, weak=False)
     queue = protocol.queue_name(settings.served_model_name)
     click.echo(f"worker {settings.worker_id} consuming {queue} at {_redacted(settings.redis_url)}", err=True)
     app = configure(settings.redis_url)

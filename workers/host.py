@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from typing import Callable
 
 import redis
 
@@ -38,7 +39,8 @@ class Draining(Exception):
 
 
 class EngineHost:
-    def __init__(self, engine: EngineProtocol, publisher: Publisher, *, model: str, backend: str) -> None:
+    def __init__(self, engine: EngineProtocol, publisher: Publisher, *, model: str, backend: str,
+                 on_load: Callable[[int, int], None] | None = None) -> None:
         self.engine = engine
         self.publisher = publisher
         self.worker_id = publisher.worker_id
@@ -54,6 +56,8 @@ class EngineHost:
         self._step_failed = False
         self._last_checks = self._last_leases = 0.0
         self._heartbeats = Heartbeats(self.worker_id, model, backend)
+        self._on_load = on_load  # (engine waiting, jobs held), whenever either changes
+        self._last_load: tuple[int, int] | None = None
         self._thread = threading.Thread(target=self._run, name="llmq-engine", daemon=True)
         self._aborts = AbortListener(publisher.client, self.abort)
 
@@ -258,7 +262,15 @@ class EngineHost:
         if now - self._last_checks >= CHECK_INTERVAL_S:
             out.checks = list(self._live)
             self._last_checks = now
-        out.heartbeat = self._heartbeats.due(self.engine.stats(), self._accepting, now)
+        stats = self.engine.stats()
+        out.heartbeat = self._heartbeats.due(stats, self._accepting, now)
+        load = (stats.waiting, len(self._live))
+        if self._on_load is not None and load != self._last_load:
+            self._last_load = load
+            try:
+                self._on_load(*load)
+            except Exception:  # noqa: BLE001 - intake control must not stop the engine
+                log.exception("on_load callback failed")
         if not out:
             return
         try:

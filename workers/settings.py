@@ -23,9 +23,8 @@ class WorkerSettings:
     backend: str = "torch"  # a name in engine.backends.BACKENDS
     redis_url: str = DEFAULT_REDIS_URL
     worker_id: str = field(default_factory=default_worker_id)
-    # Jobs this worker holds at once. With acks_late and prefetch 1 it is also the number of messages
-    # it takes from Redis, so keep it at what the engine runs concurrently: the rest waits in Redis
-    # where any worker can take it.
+    # Jobs this worker holds at most (Celery threads). With acks_late and prefetch 1 it is also the
+    # most messages it takes from Redis; while the engine has requests waiting it takes none (intake.py).
     concurrency: int = 64
     drain_grace_s: float = 30.0  # on SIGTERM running requests get this long to finish
     # engine
