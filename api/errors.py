@@ -89,8 +89,6 @@ def validation_error(exc: ValidationException) -> APIError:
     return bad_request(f"Invalid value for `{param}`: {message}" if param else message, param=param)
 
 
-_HTTP_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error",
-               413: "invalid_request_error"}
 _HTTP_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
@@ -110,8 +108,7 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
         405: f"Method {request.method} is not allowed on {request.url.path}",
         413: "Request body is too large.",
     }.get(status, str(exc.detail))
-    error = APIError(status, message, type=_HTTP_TYPES.get(status, "invalid_request_error"),
-                     code=_HTTP_CODES.get(status))
+    error = APIError(status, message, type="invalid_request_error", code=_HTTP_CODES.get(status))
     response = error.response()
     if exc.headers:
         response.headers.update(exc.headers)

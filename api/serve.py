@@ -185,7 +185,7 @@ class Accepted:
                 status = str(result.status)
                 self.gateway.metrics.failures.labels(self.plan.model.name, result.code).inc()
                 retry = self.gateway.settings.unavailable_retry_after_s if result.status == 503 else None
-                raise APIError(result.status, result.message, type="server_error", code=result.code,
+                raise APIError(result.status, result.message, type=_error_type(result.status), code=result.code,
                                retry_after=retry)
             status = "200"
             body = result.build(self.response_id, self.created, self.plan.model, self.plan.logprobs,
@@ -211,6 +211,10 @@ def _data(obj) -> bytes:
     return b"data: " + _encoder.encode(obj) + b"\n\n"
 
 
+def _error_type(status: int) -> str:
+    return "invalid_request_error" if status < 500 else "timeout" if status == 504 else "server_error"
+
+
 def _error_envelope(failed: Failed) -> dict:
-    kind = "timeout" if failed.status == 504 else "server_error"
-    return {"error": {"message": failed.message, "type": kind, "param": None, "code": failed.code}}
+    return {"error": {"message": failed.message, "type": _error_type(failed.status), "param": None,
+                      "code": failed.code}}

@@ -10,6 +10,7 @@ ignores later events of the old attempt. Every run ends in exactly one terminal 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ log = logging.getLogger("llmq.gateway")
 READ_BLOCK_S = 1.0  # longest XREAD wait; bounds how late a lease or deadline check can be
 LEASE_CHECK_EVERY_S = 1.0
 REDIS_OUTAGE_GRACE_S = 3.0  # consecutive Redis failures tolerated mid-stream before giving up
+REDIS_RETRY_S = 0.1
 # Worker error codes that mean "this worker could not, another may": continued like a lost lease.
 RETRYABLE_ERROR_CODES = frozenset({"worker_shutdown"})
 # HTTP status the client sees for the other error codes a worker sends.
@@ -142,6 +144,7 @@ class GenerationRun:
                     yield Failed(f"Lost the connection to the queue: {exc}", status=503, code="redis_unavailable")
                     return
                 yield Idle()
+                await asyncio.sleep(REDIS_RETRY_S)  # back off instead of spinning on a refused connection
                 continue
             produced = False
             for event in self._apply(batch):

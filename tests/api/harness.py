@@ -83,9 +83,18 @@ class FakeWorker:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self.redis.delete(worker_key(self.worker_id))
+        try:
+            self.redis.delete(worker_key(self.worker_id))
+        except redis.ConnectionError:
+            pass  # a test stopped Redis on purpose
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except redis.ConnectionError:
+            pass  # a test stopped Redis on purpose
+
+    def _serve(self) -> None:
         last_beat = time.monotonic()
         while not self._stop.is_set():
             if time.monotonic() - last_beat > 1.0:

@@ -194,3 +194,26 @@ def test_worker_shutdown_is_continued_elsewhere(gateway, start_worker, tokenizer
     worker = start_worker(shuts_down_first)
     answer = client_for(gateway).chat.completions.create(model=tokenizer.name, messages=MESSAGES)
     assert answer.choices[0].message.content == REPLY and len(worker.jobs) == 2
+
+
+def test_redis_lost_mid_stream_ends_in_an_error_event(start_gateway, tokenizer):
+    from llmq.redis_server import RedisServer
+    from tests.api.harness import FakeWorker
+
+    def starts_then_waits(job, worker):
+        worker.hold_lease(job)
+        worker.emit(job, "start", num_prompt_tokens=len(job.prompt_token_ids))
+        worker.emit(job, "tokens", token_ids=tokenizer.encode("partial"))
+
+    with RedisServer() as private:
+        server = start_gateway(redis_url=private.url)
+        with FakeWorker(private.url, tokenizer.name, starts_then_waits):
+            stream = client_for(server).chat.completions.create(model=tokenizer.name, messages=MESSAGES,
+                                                                stream=True)
+            chunks = iter(stream)
+            assert next(chunks).choices[0].delta.role == "assistant"
+            assert next(chunks).choices[0].delta.content == "partial"
+            private.stop()
+            with pytest.raises(openai.APIError) as error:
+                list(chunks)
+    assert "connection to the queue" in str(error.value)
