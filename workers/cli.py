@@ -51,7 +51,8 @@ def _engine_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
 @click.option("--seed", envvar="LLMQ_SEED", type=int, default=0, show_default=True)
 @click.option("--engine-option", "engine_option", envvar="LLMQ_ENGINE_OPTIONS", multiple=True, metavar="KEY=VALUE",
               help="Backend keyword argument (JSON value), repeatable.")
-@click.option("--log-level", envvar="LLMQ_LOG_LEVEL", default="info", show_default=True)
+@click.option("--log-level", envvar="LLMQ_LOG_LEVEL", default="warning", show_default=True,
+              help="info logs every request (Celery logs on the hot path cost latency).")
 def worker(model, engine_option, worker_id, log_level, **options) -> None:
     """Run a Celery worker that holds one inference engine."""
     settings = WorkerSettings(
@@ -85,7 +86,7 @@ def _load_engine(settings: WorkerSettings):
     return engine
 
 
-def run_worker(settings: WorkerSettings, log_level: str = "info") -> int:
+def run_worker(settings: WorkerSettings, log_level: str = "warning") -> int:
     import redis
     from celery.signals import worker_ready, worker_shutting_down
 

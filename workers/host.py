@@ -19,8 +19,8 @@ from engine.types import RequestOutput
 from workers import live as codes
 from workers import protocol
 from workers.aborts import AbortListener
-from workers.live import LiveRequest, sampling_params
 from workers.heartbeat import Heartbeats
+from workers.live import LiveRequest, sampling_params
 from workers.protocol import GenerateJob
 from workers.publisher import Outgoing, Publisher
 

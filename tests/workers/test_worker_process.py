@@ -10,6 +10,8 @@ from llmq.stack import spawn, worker_args
 from tests.workers.conftest import make_job, stream_events, wait_for
 from workers import protocol
 
+pytestmark = pytest.mark.integration
+
 MODEL = "tiny"
 
 
