@@ -63,7 +63,11 @@ class TRTLLMEngine:
         self.api = api if api is not None else _import_tensorrt_llm()
         self.config = config
         self.vocab_size, self.max_model_len, self.eos_ids = _model_facts(config)
-        self._llm = self.api.LLM(**llm_kwargs(config, self.api, max_model_len=self.max_model_len))
+        kwargs = llm_kwargs(config, self.api, max_model_len=self.max_model_len)
+        try:
+            self._llm = self.api.LLM(**kwargs)
+        except Exception as error:  # noqa: BLE001 - its build and load errors have no common type
+            raise ModelLoadError(f"TensorRT-LLM could not load {config.model}: {type(error).__name__}: {error}") from error
         self._seeds = random.Random()  # per-request seeds when the request set none
         self._live: dict[str, _Live] = {}
         self._reports: list[RequestOutput] = []  # aborts to report at the next step
@@ -167,14 +171,15 @@ class TRTLLMEngine:
                 error = f"TensorRT-LLM ended the request: {completion.finish_reason}" if reason == "error" else None
                 if tokens or reason is not None:
                     self._deltas.put(_Delta(live, tokens, logprobs, reason, error))
-            if result is not None and not result.finished:
+            if not result.finished:
                 self._deltas.put(_Delta(live, [], finish_reason="error", error="TensorRT-LLM's stream ended early"))
         except asyncio.CancelledError:
             if result is not None:
                 result.abort()  # frees its batch slot and KV blocks in TensorRT-LLM
             raise
         except Exception as error:  # noqa: BLE001 - reported as this request's error, the engine goes on
-            self._deltas.put(_Delta(live, [], finish_reason="error", error=f"TensorRT-LLM failed: {type(error).__name__}: {error}"))
+            message = f"TensorRT-LLM failed: {type(error).__name__}: {error}"
+            self._deltas.put(_Delta(live, [], finish_reason="error", error=message))
 
 
 async def _settle_tasks() -> None:

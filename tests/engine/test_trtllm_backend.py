@@ -185,6 +185,14 @@ def test_missing_tensorrt_llm_is_a_clear_model_load_error(folder, monkeypatch):
         create_engine("trtllm", EngineConfig(model=str(folder)))
 
 
+def test_a_tensorrt_llm_that_cannot_load_the_model_is_a_model_load_error(folder):
+    def refuses(**_kwargs):
+        raise RuntimeError("unsupported architecture")
+
+    with pytest.raises(ModelLoadError, match="could not load.*unsupported architecture"):
+        TRTLLMEngine(EngineConfig(model=str(folder)), api=SimpleNamespace(**{**vars(API), "LLM": refuses}))
+
+
 # ---- parameter mapping --------------------------------------------------------------------------
 
 
@@ -221,7 +229,8 @@ def test_llm_kwargs_carry_the_engine_config():
         max_num_seqs=64, max_num_batched_tokens=4096, quantization="w8a8", kv_cache_dtype="int8",
     )
     kwargs = llm_kwargs(config, API, max_model_len=2048)
-    assert kwargs["kv_cache_config"] == StandInKvCacheConfig(free_gpu_memory_fraction=0.8, enable_block_reuse=False, dtype="int8")
+    expected_kv = StandInKvCacheConfig(free_gpu_memory_fraction=0.8, enable_block_reuse=False, dtype="int8")
+    assert kwargs["kv_cache_config"] == expected_kv
     assert kwargs["quant_config"] == StandInQuantConfig(quant_algo=StandInQuantAlgo.W8A8_SQ_PER_CHANNEL)
     assert (kwargs["model"], kwargs["tensor_parallel_size"], kwargs["max_seq_len"]) == ("/m", 2, 2048)
     assert (kwargs["max_batch_size"], kwargs["max_num_tokens"]) == (64, 4096)
@@ -230,7 +239,8 @@ def test_llm_kwargs_carry_the_engine_config():
 def test_kv_cache_dtype_falls_back_to_quant_config_on_older_apis():
     api = SimpleNamespace(**{**vars(API), "KvCacheConfig": OlderKvCacheConfig})
     kwargs = llm_kwargs(EngineConfig(model="/m", quantization="fp8", kv_cache_dtype="fp8"), api, max_model_len=64)
-    assert kwargs["quant_config"] == StandInQuantConfig(quant_algo=StandInQuantAlgo.FP8, kv_cache_quant_algo=StandInQuantAlgo.FP8)
+    fp8 = StandInQuantAlgo.FP8
+    assert kwargs["quant_config"] == StandInQuantConfig(quant_algo=fp8, kv_cache_quant_algo=fp8)
 
 
 def test_cpu_device_is_refused():
