@@ -40,6 +40,9 @@ class Dispatcher:
             # Unique per attempt, so a continuation never collides with the job it replaces.
             task_id=f"{job.request_id}.{job.attempt}",
             expires=datetime.fromtimestamp(job.deadline, tz=timezone.utc),
+            # Celery would otherwise repr the whole prompt for its log headers, per request.
+            argsrepr=f"[GenerateJob {job.request_id} attempt {job.attempt}]",
+            kwargsrepr="{}",
         )
 
     async def send(self, job: GenerateJob) -> None:

@@ -8,6 +8,7 @@ from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
 
 from api.auth import require_api_key
+from api.plan import find_model
 from api.schemas import ModelCard, ModelList
 
 _STARTED = int(time.time())
@@ -21,6 +22,11 @@ class ModelsController(Controller):
     @get("/", operation_id="listModels", summary="Models this gateway serves")
     async def list_models(self, state: State) -> ModelList:
         return ModelList([ModelCard(m.name, _STARTED, m.max_model_len) for m in state.gateway.models.values()])
+
+    @get("/{model:str}", operation_id="retrieveModel", summary="One served model")
+    async def retrieve_model(self, model: str, state: State) -> ModelCard:
+        found = find_model(state.gateway.models, model)
+        return ModelCard(found.name, _STARTED, found.max_model_len)
 
 
 class ServiceController(Controller):

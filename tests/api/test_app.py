@@ -23,6 +23,9 @@ def test_health_models_docs_metrics(gateway, redis_url, tokenizer):
     assert httpx.get(gateway.url + "/health").json() == {"status": "ok"}
     models = client_for(gateway).models.list()
     assert [m.id for m in models.data] == [tokenizer.name]
+    assert client_for(gateway).models.retrieve(tokenizer.name).id == tokenizer.name
+    with pytest.raises(openai.NotFoundError):
+        client_for(gateway).models.retrieve("gpt-4o")
     docs = httpx.get(gateway.url + "/docs")
     assert docs.status_code == 200 and "html" in docs.headers["content-type"]
     schema = httpx.get(gateway.url + "/docs/openapi.json").json()
