@@ -15,8 +15,10 @@ def write_kv(
 ) -> None:
     # A slot is block * block_size + offset, so the cache viewed as [N*bs, Hkv, D] is indexed by slot.
     num_kv_heads, head_dim = k_cache.shape[-2:]
-    k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
-    v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
+    if k.dtype != k_cache.dtype:
+        k, v = k.to(k_cache.dtype), v.to(v_cache.dtype)
+    k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k)
+    v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v)
 
 
 def paged_attention(
@@ -57,18 +59,21 @@ def paged_attention(
 
 def _decode_attention(q, k_cache, v_cache, block_tables, seq_lens, scale) -> torch.Tensor:
     # q [B, Hq, D]: one query per sequence, at position seq_len - 1.
-    num_seqs, num_heads, head_dim = q.shape
     blocks = block_tables.long()
     k = k_cache[blocks].flatten(1, 2)  # [B, nb*bs, Hkv, D]
     v = v_cache[blocks].flatten(1, 2)
-    max_len = k.shape[1]
-    # Pad slots past each sequence's end are masked; the pool is zero-initialised, so they are finite.
-    valid = torch.arange(max_len, device=q.device)[None, :] < seq_lens[:, None]  # [B, L]
+    if q.shape[0] == 1 and q.device.type == "cpu":
+        # One sequence: cut at its length instead of masking (a host read is free on the CPU).
+        seq_len = int(seq_lens[0])
+        k, v, mask = k[:, :seq_len], v[:, :seq_len], None
+    else:
+        # Pad slots past each sequence's end are masked; the pool is zero-initialised, so they are finite.
+        mask = (torch.arange(k.shape[1], device=q.device) < seq_lens[:, None])[:, None, None, :]  # [B, 1, 1, L]
     out = F.scaled_dot_product_attention(
         q.unsqueeze(2),  # [B, Hq, 1, D]
         k.transpose(1, 2),  # [B, Hkv, L, D]
         v.transpose(1, 2),
-        attn_mask=valid[:, None, None, :],
+        attn_mask=mask,
         scale=scale,
         enable_gqa=True,
     )
@@ -101,10 +106,11 @@ def rms_norm(
     if residual is not None:
         x = x + residual
         residual = x
-    # Normalise in float32 whatever the activation dtype, as the checkpoints were trained.
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    out = weight * x32.to(x.dtype)
+    if x.dtype == torch.float32:
+        out = F.rms_norm(x, weight.shape, weight, eps)  # one op: this runs 2 * layers times a step
+    else:
+        # Normalise in float32 whatever the activation dtype, as the checkpoints were trained.
+        out = weight * F.rms_norm(x.float(), weight.shape, None, eps).to(x.dtype)
     return out if residual is None else (out, residual)
 
 
@@ -117,8 +123,15 @@ def rotary(
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+    if x.dtype != torch.float32:
+        return _rotate(x.float(), cos, sin).to(x.dtype)
+    # Written into the halves of one output: fewer ops than mul/sub/cat on the per-layer hot path.
+    x1, x2 = x.chunk(2, dim=-1)
+    out = torch.empty_like(x)
+    out1, out2 = out.chunk(2, dim=-1)
+    torch.mul(x1, cos, out=out1).addcmul_(x2, sin, value=-1.0)
+    torch.mul(x2, cos, out=out2).addcmul_(x1, sin)
+    return out
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,139 @@
+"""The torch engine with the real SmolLM2 weights: continuous batching, chunked prefill, prefix
+caching and preemption must never change what a request would get alone (transformers' generate)."""
+
+import pytest
+import torch
+
+from engine.config import EngineConfig
+from engine.engine import Engine
+from engine.runner import ModelRunner
+from engine.types import SamplingParams
+from tests.engine.sched_helpers import run_until_done, tokens_of
+
+NEW_TOKENS = 32
+QUESTIONS = [
+    "Hi",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three prime numbers and explain why each one is prime.",
+    "Translate 'good morning' into Spanish, French and German, one per line please.",
+    "Why is the sky blue? Answer in two sentences for a curious ten year old child who likes science.",
+    "Count from one to ten.",
+    "Describe the water cycle step by step, naming evaporation, condensation, precipitation and collection, "
+    "and say which one happens in clouds.",
+    "Name a color.",
+]
+SYSTEM = (
+    "You are a meticulous assistant for a public library. Follow these house rules in every answer. "
+    + " ".join(f"Rule {i}: be precise about topic number {i} and cite the shelf code A{i}." for i in range(1, 24))
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer):
+    return [tokenizer(f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n").input_ids for q in QUESTIONS]
+
+
+@pytest.fixture(scope="module")
+def alone_outputs(model_dir, prompts):
+    """Each prompt's greedy continuation from transformers, one prompt at a time."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    outputs = []
+    with torch.inference_mode():
+        for prompt in prompts:
+            generated = hf.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False)
+            outputs.append(generated[0, len(prompt) :].tolist())
+    return outputs
+
+
+def make_engine(model_dir, **config) -> Engine:
+    return Engine(EngineConfig(model=str(model_dir), **{"kv_cache_tokens": 4096, **config}))
+
+
+def greedy(**kw):
+    return SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, **kw)
+
+
+def run_staggered(engine, requests, admit_every=3):
+    """Admit (id, prompt, params) one by one, a few steps apart, and run until all finish."""
+    outputs = {}
+    pending = list(requests)
+    step = 0
+    while pending or engine.has_unfinished():
+        if pending and step % admit_every == 0:
+            engine.add_request(*pending.pop(0))
+        for out in engine.step():
+            outputs.setdefault(out.request_id, []).append(out)
+        step += 1
+    return {rid: tokens_of(outs) for rid, outs in outputs.items()}
+
+
+def test_concurrent_greedy_requests_match_generate_alone(model_dir, prompts, alone_outputs):
+    # A small step budget chunks the longer prompts and mixes their chunks with other requests' decodes.
+    engine = make_engine(model_dir, max_num_batched_tokens=24)
+    requests = [(f"r{i}", p, greedy()) for i, p in enumerate(prompts)]
+    got = run_staggered(engine, requests, admit_every=2)
+    for i, expected in enumerate(alone_outputs):
+        assert got[f"r{i}"] == expected, f"request {i} differs"
+    stats = engine.stats()
+    assert stats.running == 0 and stats.kv_blocks_used == 0
+
+
+def test_prefix_cache_reuses_a_shared_system_prompt(model_dir, tokenizer):
+    def chat(question):
+        return tokenizer(
+            f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+        ).input_ids
+
+    first, second = chat("Where are the atlases?"), chat("Can I renew a book online?")
+    assert len(first) > 300
+    engine = make_engine(model_dir)
+    engine.add_request("first", first, greedy())
+    run_until_done(engine)
+    hits_before = engine.stats().prefix_cache_hits
+    engine.add_request("second", second, greedy())
+    outs = run_until_done(engine)["second"]
+    stats = engine.stats()
+    shared = sum(a == b for a, b in zip(first, second))  # the common prefix (the system prompt and more)
+    assert stats.prefix_cache_hits - hits_before >= (shared // 16) * 16 - 16
+    assert outs[0].num_cached_tokens >= 288
+    uncached = make_engine(model_dir, enable_prefix_caching=False)
+    uncached.add_request("second", second, greedy())
+    assert tokens_of(outs) == tokens_of(run_until_done(uncached)["second"])
+    assert uncached.stats().prefix_cache_hits == 0
+
+
+def test_preemption_keeps_every_output(model_dir, prompts, alone_outputs):
+    # 14 blocks of 16 tokens hold the longest request alone but far from all nine at once.
+    longest = max(len(p) for p in prompts) + NEW_TOKENS
+    num_blocks = max(14, -(-longest // 16))
+    engine = make_engine(model_dir, kv_cache_tokens=num_blocks * 16, max_num_batched_tokens=64)
+    for i, prompt in enumerate(prompts):
+        engine.add_request(f"r{i}", prompt, greedy())
+    got = {rid: tokens_of(outs) for rid, outs in run_until_done(engine).items()}
+    assert engine.stats().preemptions > 0
+    for i, expected in enumerate(alone_outputs):
+        assert got[f"r{i}"] == expected, f"request {i} differs after preemption"
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(model_dir, prompts):
+    seeded = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.9, top_p=0.95, top_k=50, seed=1234)
+    runner = ModelRunner(EngineConfig(model=str(model_dir), kv_cache_tokens=4096))
+    alone_engine = Engine(runner.config, runner)
+    alone_engine.add_request("s", prompts[3], seeded)
+    alone = tokens_of(run_until_done(alone_engine)["s"])
+
+    busy_engine = Engine(runner.config, runner)
+    others = [(f"o{i}", p, SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0)) for i, p in enumerate(prompts[:5])]
+    got = run_staggered(busy_engine, others[:3] + [("s", prompts[3], seeded)] + others[3:], admit_every=2)
+    assert got["s"] == alone
+    assert len(set(map(tuple, got.values()))) > 1  # the others really sampled something else
