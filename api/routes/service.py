@@ -6,6 +6,7 @@ import time
 
 from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
+from litestar.params import FromPath
 
 from api.auth import require_api_key
 from api.plan import find_model
@@ -24,7 +25,7 @@ class ModelsController(Controller):
         return ModelList([ModelCard(m.name, _STARTED, m.max_model_len) for m in state.gateway.models.values()])
 
     @get("/{model:str}", operation_id="retrieveModel", summary="One served model")
-    async def retrieve_model(self, model: str, state: State) -> ModelCard:
+    async def retrieve_model(self, model: FromPath[str], state: State) -> ModelCard:
         found = find_model(state.gateway.models, model)
         return ModelCard(found.name, _STARTED, found.max_model_len)
 
