@@ -41,6 +41,7 @@ class BenchOptions:
     concurrency: int
     max_tokens: int
     prompt_tokens: int
+    repeat: int
     suite: str
 
 
@@ -48,15 +49,15 @@ class BenchOptions:
 class BackendJob:
     backend: str
     config: EngineConfig
-    decode_prompt: list[int]
-    batch_prompts: list[list[int]]
+    warmup_prompts: list[list[int]]
+    rounds: list[tuple[list[int], list[list[int]]]]  # per repeat: (decode prompt, batch prompts)
     max_tokens: int
 
 
 def measure_backend(job: BackendJob) -> dict:
     """Load one backend, warm it up, run the decode and throughput measurements (in this process)."""
     from engine.backends import create_engine
-    from engine.bench_timing import mean, peak_rss_mib, run_requests, throughput
+    from engine.bench_timing import mean, median, peak_rss_mib, run_requests, throughput
     from engine.types import SamplingParams
 
     progress = lambda line: print(f"[{job.backend}] {line}", file=sys.stderr, flush=True)  # noqa: E731
@@ -66,23 +67,25 @@ def measure_backend(job: BackendJob) -> dict:
     load_s = time.perf_counter() - started
     params = SamplingParams(max_tokens=job.max_tokens, temperature=0.0, ignore_eos=True)
     progress("warming up")
-    run_requests(engine, job.batch_prompts, replace(params, max_tokens=2), prefix="warmup")
-    progress(f"decode: 1 request x {job.max_tokens} tokens")
-    single = run_requests(engine, [job.decode_prompt], params, prefix="decode")[0]
-    progress(f"throughput: {len(job.batch_prompts)} requests x {job.max_tokens} tokens")
-    batch = run_requests(engine, job.batch_prompts, params, prefix="batch")
+    run_requests(engine, job.warmup_prompts, replace(params, max_tokens=2), prefix="warmup")
+    runs = []
+    for number, (decode_prompt, batch_prompts) in enumerate(job.rounds):
+        progress(f"round {number + 1}/{len(job.rounds)}: decode, 1 request x {job.max_tokens} tokens")
+        single = run_requests(engine, [decode_prompt], params, prefix=f"decode{number}-")[0]
+        progress(f"round {number + 1}/{len(job.rounds)}: throughput, {len(batch_prompts)} requests x {job.max_tokens} tokens")
+        batch = run_requests(engine, batch_prompts, params, prefix=f"batch{number}-")
+        runs.append({
+            "ttft_s": single.ttft,
+            "decode_tok_s": single.decode_tokens_per_s,
+            "batch_ttft_s": mean([t.ttft for t in batch]),
+            "throughput_tok_s": throughput(batch),
+            "output_tokens": sum(t.num_tokens for t in batch),
+        })
     close = getattr(engine, "close", None)
     if close is not None:
         close()
-    return {
-        "load_s": load_s,
-        "ttft_s": single.ttft,
-        "decode_tok_s": single.decode_tokens_per_s,
-        "batch_ttft_s": mean([t.ttft for t in batch]),
-        "throughput_tok_s": throughput(batch),
-        "output_tokens": sum(t.num_tokens for t in batch),
-        "peak_rss_mib": peak_rss_mib(),
-    }
+    # The median round: one slow round (another process took the CPU) does not decide the result.
+    return {"load_s": load_s, **{key: median([run[key] for run in runs]) for key in runs[0]}, "peak_rss_mib": peak_rss_mib()}
 
 
 def measure_in_subprocess(job: BackendJob) -> dict:
@@ -94,8 +97,11 @@ def compare(options: BenchOptions) -> dict:
     """Measure backend and baseline one after the other; the report that the JSON line prints."""
     from engine.bench_timing import synthetic_prompts
 
-    vocab_size = _vocab_size(Path(options.model))
-    prompts = synthetic_prompts(options.concurrency + 1, options.prompt_tokens, vocab_size)
+    # Every request gets its own prompt (warm-up and rounds too), so no backend serves one from
+    # a prefix cache that an earlier request filled.
+    per_round = options.concurrency + 1
+    prompts = synthetic_prompts(per_round * (options.repeat + 1), options.prompt_tokens, _vocab_size(Path(options.model)))
+    rounds = [(prompts[i * per_round], prompts[i * per_round + 1 : (i + 1) * per_round]) for i in range(1, options.repeat + 1)]
     config = EngineConfig(
         model=options.model, dummy_weights=options.dummy_weights, device=options.device, dtype=options.dtype,
         num_threads=options.num_threads,
@@ -107,7 +113,7 @@ def compare(options: BenchOptions) -> dict:
     results = {}
     for role in ("baseline", "backend"):
         if role in labels:
-            job = BackendJob(getattr(options, role), config, prompts[-1], prompts[:-1], options.max_tokens)
+            job = BackendJob(getattr(options, role), config, prompts[1:per_round], rounds, options.max_tokens)
             results[labels[role]] = measure_in_subprocess(job)
     mine, base = results[labels["backend"]], results.get(labels.get("baseline"))
     ratio = lambda key: mine[key] / base[key] if base and base[key] else None  # noqa: E731
@@ -172,16 +178,18 @@ def _resolve_model(model: str | None, dummy_weights: bool, scratch: Path) -> str
 @click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True, envvar="LLMQ_BENCH_CONCURRENCY")
 @click.option("--max-tokens", type=click.IntRange(min=2), default=64, show_default=True, envvar="LLMQ_BENCH_MAX_TOKENS")
 @click.option("--prompt-tokens", type=click.IntRange(min=1), default=32, show_default=True, envvar="LLMQ_BENCH_PROMPT_TOKENS")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, envvar="LLMQ_BENCH_REPEAT",
+              help="Rounds of both measurements; the median round is reported.")
 @click.option("--suite", type=click.Choice(["compare", "gpu"]), default="compare", show_default=True,
               envvar="LLMQ_BENCH_SUITE", help="compare: backend vs baseline; gpu: the GPU suite.")
 def engine_bench(backend, baseline, model, dummy_weights, device, dtype, num_threads, concurrency, max_tokens,
-                 prompt_tokens, suite) -> None:
+                 prompt_tokens, repeat, suite) -> None:
     """Measure a backend against a baseline: a table, then one JSON line."""
     if suite == "gpu":
         _run_gpu_suite(BenchOptions(
             backend=backend, baseline=None, model=_gpu_suite_model(model), dummy_weights=True, device=device,
             dtype=dtype, num_threads=num_threads, concurrency=concurrency, max_tokens=max_tokens,
-            prompt_tokens=prompt_tokens, suite=suite,
+            prompt_tokens=prompt_tokens, repeat=repeat, suite=suite,
         ))
         return
     with tempfile.TemporaryDirectory(prefix="llmq-bench-") as scratch:
@@ -189,7 +197,7 @@ def engine_bench(backend, baseline, model, dummy_weights, device, dtype, num_thr
             backend=backend, baseline=None if baseline == "none" else baseline,
             model=_resolve_model(model, dummy_weights, Path(scratch)), dummy_weights=dummy_weights, device=device,
             dtype=dtype, num_threads=num_threads, concurrency=concurrency, max_tokens=max_tokens,
-            prompt_tokens=prompt_tokens, suite=suite,
+            prompt_tokens=prompt_tokens, repeat=repeat, suite=suite,
         )
         report = compare(options)
     print_table(report)

@@ -19,7 +19,7 @@ def tiny_folder(tmp_path):
 
 def test_bench_runs_end_to_end_and_prints_the_json_line_last(tiny_folder):
     args = ["--backend", "null", "--vs", "null", "--model", str(tiny_folder),
-            "--concurrency", "3", "--max-tokens", "5", "--prompt-tokens", "4"]
+            "--concurrency", "3", "--max-tokens", "5", "--prompt-tokens", "4", "--repeat", "2"]
     result = CliRunner().invoke(engine_bench, args)
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
