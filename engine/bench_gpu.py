@@ -97,6 +97,14 @@ def _decoders(options: GpuSuiteOptions, results: dict) -> None:
             runs["ours_gemv"] = decoder.generate(prompt, options.new_tokens)
             del decoder
 
+    def ours_fused():
+        from engine.bench_gpu_fused import FusedLlama
+
+        decoder = PagedDecoder(FusedLlama(model, spec), spec, max_len)
+        decoder.generate(prompt[:64], 8)
+        runs["ours_fused"] = decoder.generate(prompt, options.new_tokens)
+        del decoder
+
     def hf():
         hf_model = hf_model_from_engine(model, spec, folder)
         runs["hf"] = hf_generate_timings(hf_model, prompt, options.new_tokens)
@@ -110,7 +118,7 @@ def _decoders(options: GpuSuiteOptions, results: dict) -> None:
         runs["compiled"] = decoder.generate(prompt, options.new_tokens)
         del decoder
 
-    parts = [("ours", ours), ("ours_gemv", ours_gemv)] + ([("hf", hf), ("compiled", compiled)] if options.baselines else [])
+    parts = [("ours", ours), ("ours_gemv", ours_gemv), ("ours_fused", ours_fused)] + ([("hf", hf), ("compiled", compiled)] if options.baselines else [])
     for name, fn in parts:
         _part(results, f"decode_{name}", lambda fn=fn: fn() or {})
     reference = runs.get("hf")
@@ -119,6 +127,9 @@ def _decoders(options: GpuSuiteOptions, results: dict) -> None:
         if reference is not None and name != "hf":
             entry["first_logits_rel_err_vs_hf"] = _rel_err(run["first_logits"], reference["first_logits"])
             entry["greedy_tokens_agreeing_with_hf"] = _same_prefix(run["tokens"], reference["tokens"])
+        if "ours" in runs and name not in ("ours", "hf"):
+            entry["first_logits_rel_err_vs_ours"] = _rel_err(run["first_logits"], runs["ours"]["first_logits"])
+            entry["greedy_tokens_agreeing_with_ours"] = _same_prefix(run["tokens"], runs["ours"]["tokens"])
         results[f"decode_{name}"] = entry
     del model
     results["_folder"] = str(folder)
@@ -221,6 +232,7 @@ def format_table(results: dict) -> str:
     names = {
         "ours": "ours (Triton + CUDA graphs)",
         "ours_gemv": "ours + Triton GEMV linears",
+        "ours_fused": "ours, fused decode kernels",
         "hf": "transformers eager",
         "compiled": "torch.compile + graph",
     }
