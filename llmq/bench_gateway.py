@@ -69,10 +69,12 @@ def in_process(model: str, pauses: list[list[float]], max_tokens: int, tokens_pe
     while due or engine.has_unfinished():
         now = time.perf_counter()
         while due and due[0][0] <= now:
-            _, stream, number = heapq.heappop(due)
+            arrival, stream, number = heapq.heappop(due)
             rid = f"{stream}.{number}"
             engine.add_request(rid, list(range(1, prompt_len + 1)), params)
-            started[rid] = time.perf_counter()
+            # From its arrival, not from the add: one that arrives during a step waits for that step to
+            # end, as a job reaching the worker mid-step does.
+            started[rid] = arrival
         if not engine.has_unfinished():
             time.sleep(max(due[0][0] - now, 0))  # idle until the next arrival, as the worker's loop is
             continue

@@ -144,7 +144,7 @@ class LocalStack:
         self.redis.stop()
 
     def __enter__(self) -> "LocalStack":
-        return self.start()
+        return self if self.children else self.start()  # `with stack.start(...)` starts it once
 
     def __exit__(self, *exc) -> None:
         self.stop()
