@@ -30,7 +30,6 @@ class _Generation:
     events: queue.Queue = field(default_factory=queue.Queue)  # token ids, then one _Finished
     aborted: threading.Event = field(default_factory=threading.Event)
     last_token: int | None = None
-    num_output_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,6 @@ class HFEngine(HFBaseline):
             return None  # abort() already reported it
         tokens = [e for e in events if isinstance(e, int)]
         finished = next((e for e in events if isinstance(e, _Finished)), None)
-        generation.num_output_tokens += len(tokens)
         self._generated += len(tokens)
         if tokens:
             generation.last_token = tokens[-1]

