@@ -25,7 +25,7 @@ COPY api api
 COPY workers workers
 COPY engine engine
 COPY loadtests loadtests
-RUN pip install ".[loadtest]"
+RUN pip install .
 
 USER llmq
 EXPOSE 8000
