@@ -69,9 +69,12 @@ async def serve(plan: Plan, request: Request, gateway: Gateway, route: str) -> R
                         block_s=gateway.settings.keepalive_s)
     try:
         await run.start()
-    except Exception as exc:
+    except BaseException as exc:  # including a cancelled request: the slot and the jobs are given back
         ticket.release()
-        await run.close()
+        with anyio.CancelScope(shield=True):
+            await run.close()
+        if not isinstance(exc, Exception):
+            raise
         gateway.metrics.rejected.labels(model, "redis_unavailable").inc()
         raise unavailable(f"The request queue is unreachable ({exc}); retry later.",
                           gateway.settings.unavailable_retry_after_s, code="queue_unavailable") from None
@@ -82,7 +85,7 @@ async def serve(plan: Plan, request: Request, gateway: Gateway, route: str) -> R
     if plan.stream:
         # The background task also covers a client gone before the stream's first chunk was pulled.
         return EventStream(accepted.sse(), media_type=EVENT_STREAM, headers=SSE_HEADERS,
-                      background=BackgroundTask(accepted.finish, "disconnected"))
+                           background=BackgroundTask(accepted.finish, "disconnected"))
     return await accepted.whole(request)
 
 

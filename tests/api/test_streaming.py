@@ -217,3 +217,19 @@ def test_redis_lost_mid_stream_ends_in_an_error_event(start_gateway, tokenizer):
             with pytest.raises(openai.APIError) as error:
                 list(chunks)
     assert "connection to the queue" in str(error.value)
+
+
+def test_n_choices_streamed(gateway, start_worker, tokenizer):
+    words = {5: "left", 6: "right"}
+    start_worker(lambda job, w: w.generate(job, tokenizer.encode(words[job.sampling.seed]), per_event=1))
+    chunks = list(client_for(gateway).chat.completions.create(
+        model=tokenizer.name, messages=MESSAGES, n=2, seed=5, stream=True))
+    text = {0: "", 1: ""}
+    finish = {}
+    for chunk in chunks:
+        (choice,) = chunk.choices
+        text[choice.index] += choice.delta.content or ""
+        if choice.finish_reason:
+            finish[choice.index] = choice.finish_reason
+    assert text == {0: "left", 1: "right"} and finish == {0: "stop", 1: "stop"}
+    assert [c.choices[0].delta.role for c in chunks[:2]] == ["assistant", "assistant"]
