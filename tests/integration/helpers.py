@@ -12,7 +12,7 @@ import redis
 from workers import protocol
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.01):
+def wait_for(condition, timeout: float = 5.0, what: str = "a condition", interval: float = 0.005):
     """Poll until condition() is truthy and return it; fail after timeout seconds."""
     deadline = time.monotonic() + timeout
     while True:

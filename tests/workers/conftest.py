@@ -10,17 +10,6 @@ from workers.host import EngineHost
 from workers.publisher import Publisher
 
 
-def wait_for(condition, timeout: float = 5.0, what: str = "condition"):
-    """Poll until condition() is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def stream_events(client: redis.Redis, request_id: str) -> list[protocol.StreamEvent]:
     entries = client.xrange(protocol.stream_key(request_id))
     return [protocol.decode_event(fields[protocol.EVENT_FIELD]) for _, fields in entries]

@@ -1,6 +1,7 @@
 import pytest
 
-from tests.workers.conftest import make_job, run_in_thread, stream_events, wait_for
+from tests.integration.helpers import wait_for
+from tests.workers.conftest import make_job, run_in_thread, stream_events
 from workers import protocol
 from workers.host import Draining
 

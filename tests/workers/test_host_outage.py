@@ -4,7 +4,8 @@ threads are released, and the worker serves again when Redis is back."""
 import redis
 
 from llmq.redis_server import RedisServer
-from tests.workers.conftest import make_job, run_in_thread, stream_events, wait_for
+from tests.integration.helpers import wait_for
+from tests.workers.conftest import make_job, run_in_thread, stream_events
 from tests.workers.fakes import ScriptedEngine
 from workers import protocol
 from workers.host import EngineHost

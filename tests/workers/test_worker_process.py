@@ -7,7 +7,8 @@ import pytest
 from celery import Celery
 
 from llmq.stack import spawn, worker_args
-from tests.workers.conftest import make_job, stream_events, wait_for
+from tests.integration.helpers import wait_for
+from tests.workers.conftest import make_job, stream_events
 from workers import protocol
 
 pytestmark = pytest.mark.integration
