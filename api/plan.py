@@ -123,7 +123,7 @@ def plan_chat(request: ChatCompletionRequest, models: dict[str, ModelTokenizer],
     param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
     max_tokens = _max_tokens(_context_limit(model, limits), len(prompt), requested, param, "messages")
     logprobs = (request.top_logprobs or 0) if request.logprobs else None
-    choices = [Choice(i, 0, _sampling(request, model, max_tokens, i, logprobs)) for i in range(request.n)]
+    choices = [Choice(i, 0, _sampling(request, model, max_tokens, i, logprobs)) for i in range(request.n or 1)]
     return Plan("chat", model, [prompt], choices, _stops(request.stop), bool(request.stream),
                 bool(request.stream_options and request.stream_options.include_usage),
                 logprobs is not None, request.top_logprobs or 0)
@@ -154,8 +154,9 @@ def plan_completion(request: CompletionRequest, models: dict[str, ModelTokenizer
     choices = []
     for p, prompt in enumerate(prompts):
         max_tokens = _max_tokens(limit, len(prompt), request.max_tokens, "max_tokens", "prompt")
-        for i in range(request.n):
-            choices.append(Choice(p * request.n + i, p, _sampling(request, model, max_tokens, i, logprobs)))
+        n = request.n or 1
+        for i in range(n):
+            choices.append(Choice(p * n + i, p, _sampling(request, model, max_tokens, i, logprobs)))
     return Plan("completion", model, prompts, choices, _stops(request.stop), bool(request.stream),
                 bool(request.stream_options and request.stream_options.include_usage),
                 logprobs is not None, logprobs or 0)

@@ -18,7 +18,7 @@ PositiveInt = Annotated[int, Meta(ge=1)]
 
 
 class StreamOptions(msgspec.Struct, forbid_unknown_fields=True):
-    include_usage: bool = False
+    include_usage: bool | None = False
 
 
 class SamplingFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -27,7 +27,7 @@ class SamplingFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     temperature: Temperature | None = None
     top_p: Probability | None = None
     top_k: Annotated[int, Meta(ge=-1)] | None = None  # -1 or 0: off (vLLM's extension)
-    n: Annotated[int, Meta(ge=1, le=128)] = 1
+    n: Annotated[int, Meta(ge=1, le=128)] | None = 1  # clients may send explicit nulls
     stop: str | Annotated[list[str], Meta(max_length=16)] | None = None
     seed: int | None = None
     presence_penalty: Penalty | None = None
@@ -59,7 +59,7 @@ class CompletionRequest(SamplingFields, kw_only=True):
     # A string, a list of token ids, or a list of strings (one choice group per prompt).
     prompt: str | Annotated[list[str | int], Meta(min_length=1)]
     logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
-    echo: bool = False
+    echo: bool | None = False
 
 
 # ---- responses ------------------------------------------------------------------------------

@@ -44,6 +44,11 @@ def test_defaults(models, tokenizer):
     assert plan_chat(chat(max_completion_tokens=5, max_tokens=9), models).choices[0].sampling.max_tokens == 5
 
 
+def test_explicit_nulls_mean_defaults(models):
+    plan = plan_chat(chat(n=None, stop=None, temperature=None, logprobs=None, stream=None, user=None), models)
+    assert len(plan.choices) == 1 and plan.stops == [] and not plan.stream and not plan.logprobs
+
+
 def test_text_parts_and_developer_role(models):
     parts = plan_chat(chat(messages=[{"role": "developer", "content": "Sys"},
                                      {"role": "user", "content": [{"type": "text", "text": "a"},
