@@ -124,17 +124,24 @@ class EngineHost:
     def _run(self) -> None:
         # On stop, the last events go out unless Redis is away (then nobody is listening).
         while not (self._stopping and not self._live and (not self._out.events or self._outage_since)):
-            self._take_inbox(self._wait_time())
-            now = time.time()
-            if now - self._last_checks >= CHECK_INTERVAL_S:
-                self._end_overdue(now)
-            if self._outage_since is None and self._has_engine_work():
-                self._collect(self._step())
-            self._flush(now)
+            try:
+                self._turn()
+            except Exception:  # noqa: BLE001 - a bug here must not strand every request of the worker
+                log.exception("engine loop turn failed")
+                time.sleep(OUTAGE_RETRY_S)  # no hot loop if it keeps failing
         try:
             self.publisher.remove_heartbeat()
         except redis.RedisError:
             pass
+
+    def _turn(self) -> None:
+        self._take_inbox(self._wait_time())
+        now = time.time()
+        if now - self._last_checks >= CHECK_INTERVAL_S:
+            self._end_overdue(now)
+        if self._outage_since is None and self._has_engine_work():
+            self._collect(self._step())
+        self._flush(now)
 
     def _wait_time(self) -> float:
         if self._outage_since is not None:
