@@ -42,12 +42,20 @@ def heartbeats(redis_url: str) -> dict[str, protocol.WorkerHeartbeat]:
         client.close()
 
 
-def serving_workers(redis_url: str) -> set[str]:
-    """Worker ids found in the start events of every request stream still in Redis."""
+def stream_keys(redis_url: str) -> set[bytes]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return set(client.scan_iter(match=protocol.stream_key("*")))
+    finally:
+        client.close()
+
+
+def serving_workers(redis_url: str, keys: set[bytes]) -> set[str]:
+    """Worker ids in the start events of these request streams."""
     client = redis.Redis.from_url(redis_url)
     try:
         ids = set()
-        for key in client.scan_iter(match=protocol.stream_key("*")):
+        for key in keys:
             for _, fields in client.xrange(key, count=1):
                 ids.add(protocol.decode_event(fields[protocol.EVENT_FIELD]).worker_id)
         return ids

@@ -8,7 +8,9 @@ import pytest
 
 from llmq.redis_server import RedisServer
 from llmq.stack import LocalStack, wait_until_ok
-from tests.integration.helpers import client_for, gateway_in_flight, heartbeats, serving_workers, tokenizer_only_copy, wait_for
+from tests.integration.helpers import (
+    client_for, gateway_in_flight, heartbeats, serving_workers, stream_keys, tokenizer_only_copy, wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -74,11 +76,14 @@ def test_past_the_queue_bound_the_answer_is_429(stack, client):
 
 def test_two_workers_on_one_queue_both_serve(stack, client):
     # Each worker holds two jobs at most, so four at once must spread over both.
+    before = stream_keys(stack.redis.url)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(lambda _: client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=10),
                                 range(4)))
     assert all(r.usage.completion_tokens == 10 for r in replies)
-    assert serving_workers(stack.redis.url) == {"worker-0", "worker-1"}
+    new = stream_keys(stack.redis.url) - before
+    assert len(new) == 4
+    assert serving_workers(stack.redis.url, new) == {"worker-0", "worker-1"}
 
 
 def test_a_client_that_leaves_frees_the_worker_within_a_second(stack, client):
