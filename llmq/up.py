@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -42,8 +43,10 @@ def up(model: str | None, backend: str, port: int, num_workers: int) -> None:
     from llmq.stack import LocalStack
 
     folder = ensure_model(model)
+    threads = max(1, (os.cpu_count() or 1) // num_workers)  # the workers share the cores, not each all of them
     stack = LocalStack(model=str(folder), backend=backend, workers=num_workers, port=port,
-                       worker_extra=("--device", "cpu", "--drain-grace", "5", "--log-level", "warning"),
+                       worker_extra=("--device", "cpu", "--num-threads", str(threads), "--drain-grace", "5",
+                                     "--log-level", "warning"),
                        gateway_extra=("--log-level", "warning"))
     stopping = False
 
