@@ -34,21 +34,10 @@ def _norm_gemv_kernel(
     col_mask = cols < N
     rows = tl.arange(0, BLOCK_M)
     row_mask = rows < M
-    # Pass 1: the rows' sums of squares (x is a few KB: every program reads it from L2).
-    sum_sq = tl.zeros([BLOCK_M], tl.float32)
-    for k_start in range(0, K, BLOCK_K):
-        ks = k_start + tl.arange(0, BLOCK_K)
-        mask = row_mask[:, None] & (ks < K)[None, :]
-        h = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :], mask=mask, other=0.0)
-        if HAS_RESIDUAL:
-            r = tl.load(residual_ptr + rows[:, None] * stride_rm + ks[None, :], mask=mask, other=0.0)
-            h = (h.to(tl.float32) + r.to(tl.float32)).to(x_ptr.dtype.element_ty)
-            tl.store(new_residual_ptr + rows[:, None] * stride_nrm + ks[None, :], h, mask=mask & (pid == 0))
-        h32 = h.to(tl.float32)
-        sum_sq += tl.sum(h32 * h32, 1)
-    rstd = 1.0 / tl.sqrt(sum_sq / K + eps)
-    # Pass 2: stream the weight rows of this program against the normalised x.
+    # One pass: norm(x) W^T = rstd * ((x * norm_w) W^T), and rstd is a per-row scalar, so the sum
+    # of squares accumulates beside the dot and scales the result at the end (no serial prologue).
     w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wn
+    sum_sq = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k_start in range(0, K, BLOCK_K):
         ks = k_start + tl.arange(0, BLOCK_K)
@@ -58,10 +47,14 @@ def _norm_gemv_kernel(
         if HAS_RESIDUAL:
             r = tl.load(residual_ptr + rows[:, None] * stride_rm + ks[None, :], mask=mask, other=0.0)
             h = (h.to(tl.float32) + r.to(tl.float32)).to(x_ptr.dtype.element_ty)
+            tl.store(new_residual_ptr + rows[:, None] * stride_nrm + ks[None, :], h, mask=mask & (pid == 0))
+        h32 = h.to(tl.float32)
+        sum_sq += tl.sum(h32 * h32, 1)
         scale = tl.load(norm_w_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)
-        a = (h.to(tl.float32) * rstd[:, None] * scale[None, :]).to(w_ptr.dtype.element_ty)
+        a = (h32 * scale[None, :]).to(w_ptr.dtype.element_ty)
         w = tl.load(w_rows + ks[None, :], mask=col_mask[:, None] & k_mask[None, :], other=0.0)
         acc += tl.dot(a, tl.trans(w))
+    acc = acc * (1.0 / tl.sqrt(sum_sq / K + eps))[:, None]
     tl.store(
         y_ptr + rows[:, None] * stride_ym + cols[None, :], acc.to(y_ptr.dtype.element_ty),
         mask=row_mask[:, None] & col_mask[None, :],
@@ -166,13 +159,13 @@ def _rotary_write_kv_kernel(
     if slot >= 0:  # padded rows of a CUDA-graph batch write nothing into the cache
         block = slot // BLOCK_SIZE
         in_block = slot % BLOCK_SIZE
-        heads = tl.arange(0, BLOCK_HKV)
-        mask = (heads < NUM_KV_HEADS)[:, None] & freq_mask[None, :]
-        k_src = k_ptr + token * stride_kt + heads[:, None] * stride_kh + freqs[None, :]
-        k_dst = k_cache_ptr + block * stride_kcb + in_block * stride_kcs + heads[:, None] * stride_kch + freqs[None, :]
+        kv_heads = tl.arange(0, BLOCK_HKV)
+        mask = (kv_heads < NUM_KV_HEADS)[:, None] & freq_mask[None, :]
+        k_src = k_ptr + token * stride_kt + kv_heads[:, None] * stride_kh + freqs[None, :]
+        k_dst = k_cache_ptr + block * stride_kcb + in_block * stride_kcs + kv_heads[:, None] * stride_kch + freqs[None, :]
         _rotate_rows(k_src, k_dst, cos, sin, mask, HALF)
-        v_src = v_ptr + token * stride_vt + heads[:, None] * stride_vh + freqs[None, :]
-        v_dst = v_cache_ptr + block * stride_vcb + in_block * stride_vcs + heads[:, None] * stride_vch + freqs[None, :]
+        v_src = v_ptr + token * stride_vt + kv_heads[:, None] * stride_vh + freqs[None, :]
+        v_dst = v_cache_ptr + block * stride_vcb + in_block * stride_vcs + kv_heads[:, None] * stride_vch + freqs[None, :]
         tl.store(v_dst, tl.load(v_src, mask=mask), mask=mask)
         tl.store(v_dst + HALF, tl.load(v_src + HALF, mask=mask), mask=mask)
 

@@ -60,7 +60,7 @@ def test_rotary_write_kv_matches_reference(num_tokens, num_heads, num_kv_heads, 
     q, k, v = q.view(num_tokens, num_heads, -1), k.view(num_tokens, num_kv_heads, -1), v.view(num_tokens, num_kv_heads, -1)
     positions = torch.randint(0, 4096, (num_tokens,), device="cuda")
     slots = torch.randperm(8 * 16, device="cuda")[:num_tokens]
-    slots[::4] = -1
+    slots[1::4] = -1  # padded rows; slot 0 stays live so every case checks a write
     k_cache = torch.full((8, 16, num_kv_heads, head_dim), float("nan"), device="cuda", dtype=torch.bfloat16)
     v_cache = k_cache.clone()
     q_out = rotary_write_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slots)
