@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -12,6 +13,9 @@ import click
 
 from llmq.paths import resolve_model
 from workers.settings import DEFAULT_REDIS_URL, WorkerSettings, default_worker_id
+
+
+option = functools.partial(click.option, show_envvar=True)
 
 
 def _engine_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
@@ -29,40 +33,43 @@ def _engine_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
 
 
 @click.command()
-@click.option("--model", envvar="LLMQ_MODEL", help="Model folder or a name in the models cache. [default: the default model]")
-@click.option("--served-model-name", envvar="LLMQ_SERVED_MODEL_NAME", default="", help="Name clients use. [default: the folder's name]")
-@click.option("--backend", envvar="LLMQ_BACKEND", default="torch", show_default=True, help="torch | hf | hf-batched | null | trtllm")
-@click.option("--redis-url", envvar="LLMQ_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True)
-@click.option("--worker-id", envvar="LLMQ_WORKER_ID", default=None, help="[default: host-pid]")
-@click.option("--concurrency", envvar="LLMQ_WORKER_CONCURRENCY", type=int, default=64, show_default=True, help="Jobs held at once.")
-@click.option("--drain-grace", "drain_grace_s", envvar="LLMQ_DRAIN_GRACE_S", type=float, default=30.0, show_default=True, help="Seconds running requests get on SIGTERM.")
-@click.option("--device", envvar="LLMQ_DEVICE", default="auto", show_default=True)
-@click.option("--dtype", envvar="LLMQ_DTYPE", default="auto", show_default=True)
-@click.option("--max-num-seqs", envvar="LLMQ_MAX_NUM_SEQS", type=int, default=None, help="[default: concurrency]")
-@click.option("--max-num-batched-tokens", envvar="LLMQ_MAX_NUM_BATCHED_TOKENS", type=int, default=2048, show_default=True)
-@click.option("--max-model-len", envvar="LLMQ_MAX_MODEL_LEN", type=int, default=None)
-@click.option("--kv-cache-tokens", envvar="LLMQ_KV_CACHE_TOKENS", type=int, default=None)
-@click.option("--kv-cache-dtype", envvar="LLMQ_KV_CACHE_DTYPE", default="auto", show_default=True)
-@click.option("--quantization", envvar="LLMQ_QUANTIZATION", default=None)
-@click.option("--tensor-parallel-size", envvar="LLMQ_TENSOR_PARALLEL_SIZE", type=int, default=1, show_default=True)
-@click.option("--cuda-graphs/--no-cuda-graphs", envvar="LLMQ_CUDA_GRAPHS", default=True, show_default=True)
-@click.option("--num-threads", envvar="LLMQ_NUM_THREADS", type=int, default=None, help="torch threads on CPU.")
-@click.option("--dummy-weights", envvar="LLMQ_DUMMY_WEIGHTS", is_flag=True, help="Random weights (benchmarks).")
-@click.option("--seed", envvar="LLMQ_SEED", type=int, default=0, show_default=True)
-@click.option("--engine-option", "engine_option", envvar="LLMQ_ENGINE_OPTIONS", multiple=True, metavar="KEY=VALUE",
+@option("--model", envvar="LLMQ_MODEL", help="Model folder or a name in the models cache. [default: the default model]")
+@option("--served-model-name", envvar="LLMQ_SERVED_MODEL_NAME", default="", help="Name clients use. [default: the folder's name]")
+@option("--backend", envvar="LLMQ_BACKEND", default="torch", show_default=True, help="torch | hf | hf-batched | null | trtllm")
+@option("--redis-url", envvar="LLMQ_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True)
+@option("--worker-id", envvar="LLMQ_WORKER_ID", default=None, help="[default: host-pid]")
+@option("--concurrency", envvar="LLMQ_WORKER_CONCURRENCY", type=int, default=64, show_default=True, help="Jobs held at once.")
+@option("--drain-grace", "drain_grace_s", envvar="LLMQ_DRAIN_GRACE_S", type=float, default=30.0, show_default=True, help="Seconds running requests get on SIGTERM.")
+@option("--device", envvar="LLMQ_DEVICE", default="auto", show_default=True)
+@option("--dtype", envvar="LLMQ_DTYPE", default="auto", show_default=True)
+@option("--max-num-seqs", envvar="LLMQ_MAX_NUM_SEQS", type=int, default=None, help="[default: concurrency]")
+@option("--max-num-batched-tokens", envvar="LLMQ_MAX_NUM_BATCHED_TOKENS", type=int, default=2048, show_default=True)
+@option("--max-model-len", envvar="LLMQ_MAX_MODEL_LEN", type=int, default=None)
+@option("--kv-cache-tokens", envvar="LLMQ_KV_CACHE_TOKENS", type=int, default=None)
+@option("--kv-cache-dtype", envvar="LLMQ_KV_CACHE_DTYPE", default="auto", show_default=True)
+@option("--quantization", envvar="LLMQ_QUANTIZATION", default=None)
+@option("--tensor-parallel-size", envvar="LLMQ_TENSOR_PARALLEL_SIZE", type=int, default=1, show_default=True)
+@option("--cuda-graphs/--no-cuda-graphs", envvar="LLMQ_CUDA_GRAPHS", default=True, show_default=True)
+@option("--num-threads", envvar="LLMQ_NUM_THREADS", type=int, default=None, help="torch threads on CPU.")
+@option("--dummy-weights", envvar="LLMQ_DUMMY_WEIGHTS", is_flag=True, help="Random weights (benchmarks).")
+@option("--seed", envvar="LLMQ_SEED", type=int, default=0, show_default=True)
+@option("--engine-option", "engine_option", envvar="LLMQ_ENGINE_OPTIONS", multiple=True, metavar="KEY=VALUE",
               help="Backend keyword argument (JSON value), repeatable.")
-@click.option("--log-level", envvar="LLMQ_LOG_LEVEL", default="warning", show_default=True,
-              help="info logs every request (Celery logs on the hot path cost latency).")
-def worker(model, engine_option, worker_id, log_level, **options) -> None:
+@option("--log-level", envvar="LLMQ_LOG_LEVEL", default="warning", show_default=True,
+              help="info logs every request.")
+def worker(model, engine_option, worker_id, **options) -> None:
     """Run a Celery worker that holds one inference engine."""
-    settings = WorkerSettings(
-        model=str(resolve_model(model)),
-        worker_id=worker_id or default_worker_id(),
-        engine_options=_engine_options(engine_option),
-        **options,
-    )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(run_worker(settings, log_level))
+    try:
+        settings = WorkerSettings(
+            model=str(resolve_model(model)),
+            worker_id=worker_id or default_worker_id(),
+            engine_options=_engine_options(engine_option),
+            **options,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(run_worker(settings))
 
 
 def _load_engine(settings: WorkerSettings):
@@ -86,7 +93,7 @@ def _load_engine(settings: WorkerSettings):
     return engine
 
 
-def run_worker(settings: WorkerSettings, log_level: str = "warning") -> int:
+def run_worker(settings: WorkerSettings) -> int:
     import redis
     from celery.signals import worker_ready, worker_shutting_down
 
@@ -124,7 +131,7 @@ def run_worker(settings: WorkerSettings, log_level: str = "warning") -> int:
         pool="threads",
         concurrency=settings.concurrency,
         queues=[queue],
-        loglevel=log_level.upper(),
+        loglevel=settings.log_level.upper(),
         without_mingle=True,
         without_gossip=True,
         without_heartbeat=True,

@@ -27,6 +27,7 @@ class WorkerSettings:
     # most messages it takes from Redis; while the engine has requests waiting it takes none (intake.py).
     concurrency: int = 64
     drain_grace_s: float = 30.0  # on SIGTERM running requests get this long to finish
+    log_level: str = "warning"  # info logs every request; Celery's per-task lines cost latency
     # engine
     device: str = "auto"
     dtype: str = "auto"
