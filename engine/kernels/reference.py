@@ -50,19 +50,21 @@ def paged_attention(
         if end == begin:
             continue
         num_blocks = -(-seq_len // block_size)
-        blocks = block_tables[b, :num_blocks].long()
-        k = k_cache[blocks].flatten(0, 1)[:seq_len]  # [L, Hkv, D]
-        v = v_cache[blocks].flatten(0, 1)[:seq_len]
+        blocks = block_tables[b, :num_blocks]
+        k = k_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]  # [L, Hkv, D]
+        v = v_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
         out[begin:end] = _chunk_attention(q[begin:end], k, v, scale)
     return out
 
 
 def _decode_attention(q, k_cache, v_cache, block_tables, seq_lens, scale) -> torch.Tensor:
     # q [B, Hq, D]: one query per sequence, at position seq_len - 1.
-    blocks = block_tables.long()
-    k = k_cache[blocks].flatten(1, 2)  # [B, nb*bs, Hkv, D]
-    v = v_cache[blocks].flatten(1, 2)
-    if q.shape[0] == 1 and q.device.type == "cpu":
+    num_seqs, max_blocks = block_tables.shape
+    # index_select on the flat table: cheaper than advanced indexing, which this runs per layer.
+    flat = block_tables.view(-1)
+    k = k_cache.index_select(0, flat).view(num_seqs, -1, *k_cache.shape[2:])  # [B, nb*bs, Hkv, D]
+    v = v_cache.index_select(0, flat).view(num_seqs, -1, *v_cache.shape[2:])
+    if num_seqs == 1 and q.device.type == "cpu":
         # One sequence: cut at its length instead of masking (a host read is free on the CPU).
         seq_len = int(seq_lens[0])
         k, v, mask = k[:, :seq_len], v[:, :seq_len], None

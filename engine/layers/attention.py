@@ -29,16 +29,15 @@ class Attention(nn.Module):
         sizes = {"q": num_heads * head_dim, "k": num_kv_heads * head_dim, "v": num_kv_heads * head_dim}
         self.qkv_proj = MergedLinear(hidden_size, sizes, qkv_bias)
         self.o_proj = Linear(num_heads * head_dim, hidden_size, o_bias)
+        self.head_split = [num_heads, num_kv_heads, num_kv_heads]
         self.rotary = rotary  # shared by all layers
         # [num_blocks, block_size, Hkv, D] each, bound by the runner once the pool is allocated.
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)
 
     def forward(self, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        q, k, v = self.qkv_proj.split(self.qkv_proj(hidden))  # [T, Hq*D], [T, Hkv*D], [T, Hkv*D]
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv_heads, self.head_dim)
-        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        qkv = self.qkv_proj(hidden).view(-1, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
+        q, k, v = qkv.split(self.head_split, dim=1)  # [T, Hq, D], [T, Hkv, D], [T, Hkv, D]
         q, k = self.rotary(meta.positions, q, k)
         kernels.write_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
         out = kernels.paged_attention(

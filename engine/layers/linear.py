@@ -51,10 +51,6 @@ class MergedLinear(Linear):
         rows = param.data.narrow(0, self.shard_offsets[shard_id], self.output_sizes[shard_id])
         _copy_checked(rows, loaded)
 
-    def split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The output [T, sum(sizes)] cut back into its projections (views, no copy)."""
-        return y.split(list(self.output_sizes.values()), dim=-1)
-
 
 def _parameter(data: torch.Tensor, weight_loader) -> nn.Parameter:
     param = nn.Parameter(data, requires_grad=False)

@@ -1,6 +1,8 @@
 """The torch engine with the real SmolLM2 weights: continuous batching, chunked prefill, prefix
 caching and preemption must never change what a request would get alone (transformers' generate)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -18,7 +20,6 @@ QUESTIONS = [
     "List three prime numbers and explain why each one is prime.",
     "Translate 'good morning' into Spanish, French and German, one per line please.",
     "Why is the sky blue? Answer in two sentences for a curious ten year old child who likes science.",
-    "Count from one to ten.",
     "Describe the water cycle step by step, naming evaporation, condensation, precipitation and collection, "
     "and say which one happens in clouds.",
     "Name a color.",
@@ -59,8 +60,8 @@ def make_engine(model_dir, **config) -> Engine:
     return Engine(EngineConfig(model=str(model_dir), **{"kv_cache_tokens": 4096, **config}))
 
 
-def greedy(**kw):
-    return SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, **kw)
+def greedy(max_tokens=NEW_TOKENS):
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0)
 
 
 def run_staggered(engine, requests, admit_every=3):
@@ -97,23 +98,23 @@ def test_prefix_cache_reuses_a_shared_system_prompt(model_dir, tokenizer):
     first, second = chat("Where are the atlases?"), chat("Can I renew a book online?")
     assert len(first) > 300
     engine = make_engine(model_dir)
-    engine.add_request("first", first, greedy())
+    engine.add_request("first", first, greedy(max_tokens=8))
     run_until_done(engine)
     hits_before = engine.stats().prefix_cache_hits
-    engine.add_request("second", second, greedy())
+    engine.add_request("second", second, greedy(max_tokens=8))
     outs = run_until_done(engine)["second"]
     stats = engine.stats()
     shared = sum(a == b for a, b in zip(first, second))  # the common prefix (the system prompt and more)
     assert stats.prefix_cache_hits - hits_before >= (shared // 16) * 16 - 16
     assert outs[0].num_cached_tokens >= 288
     uncached = make_engine(model_dir, enable_prefix_caching=False)
-    uncached.add_request("second", second, greedy())
+    uncached.add_request("second", second, greedy(max_tokens=8))
     assert tokens_of(outs) == tokens_of(run_until_done(uncached)["second"])
     assert uncached.stats().prefix_cache_hits == 0
 
 
 def test_preemption_keeps_every_output(model_dir, prompts, alone_outputs):
-    # 14 blocks of 16 tokens hold the longest request alone but far from all nine at once.
+    # 14 blocks of 16 tokens hold the longest request alone but far from all eight at once.
     longest = max(len(p) for p in prompts) + NEW_TOKENS
     num_blocks = max(14, -(-longest // 16))
     engine = make_engine(model_dir, kv_cache_tokens=num_blocks * 16, max_num_batched_tokens=64)
@@ -133,7 +134,9 @@ def test_seeded_sampling_does_not_depend_on_the_batch(model_dir, prompts):
     alone = tokens_of(run_until_done(alone_engine)["s"])
 
     busy_engine = Engine(runner.config, runner)
-    others = [(f"o{i}", p, SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0)) for i, p in enumerate(prompts[:5])]
-    got = run_staggered(busy_engine, others[:3] + [("s", prompts[3], seeded)] + others[3:], admit_every=2)
+    others = [(f"o{i}", p, SamplingParams(max_tokens=12, temperature=1.0)) for i, p in enumerate(prompts[:4])]
+    got = run_staggered(busy_engine, others[:2] + [("s", prompts[3], seeded)] + others[2:], admit_every=2)
     assert got["s"] == alone
-    assert len(set(map(tuple, got.values()))) > 1  # the others really sampled something else
+    # The seed matters: another one draws another continuation (so equality above is no accident).
+    alone_engine.add_request("t", prompts[3], dataclasses.replace(seeded, seed=99))
+    assert tokens_of(run_until_done(alone_engine)["t"]) != alone
