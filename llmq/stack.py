@@ -41,7 +41,7 @@ class Child:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
-        self.signal(signal.SIGKILL)  # also reaps grandchildren that outlived the leader
+        self.signal(signal.SIGKILL)  # whatever of its group outlived the leader
         return self.process.wait()
 
     def log_tail(self, lines: int = 40) -> str:
@@ -54,13 +54,13 @@ def llmq_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "llmq", *args]
 
 
-def spawn(name: str, args: list[str], log_dir: Path | None = None, env: dict | None = None) -> Child:
+def spawn(name: str, args: list[str], log_dir: Path | None = None) -> Child:
     """Start args in a new session (its own process group); output to log_dir/<name>.log if given."""
     if log_dir is None:
-        return Child(name, subprocess.Popen(args, start_new_session=True, env=env))
+        return Child(name, subprocess.Popen(args, start_new_session=True))
     log_path = Path(log_dir) / f"{name}.log"
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return Child(name, process, log_path)
 
 
