@@ -115,6 +115,8 @@ class LocalStack:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120.0, progress=None) -> "LocalStack":
+        if self.children or self.redis.process is not None:
+            raise RuntimeError("this stack is already started")
         try:
             self.redis.start()
             self.port = self.port or free_port()
