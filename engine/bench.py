@@ -1,7 +1,7 @@
 """`llmq bench engine`: one backend against a baseline, same machine, same run.
 
-Two measurements per backend, each backend in its own fresh process (so peak RSS is its own and
-no threads linger between them), one after the other:
+Two measurements per backend, each backend in its own process (engine/bench_session.py), rounds
+alternating between the backends and never overlapping:
 - throughput: `concurrency` requests added at once, `max_tokens` each (ignore_eos, greedy);
   output tokens per second from the first add to the last token.
 - decode: one request alone; tokens per second after its first token (TTFT excluded).
@@ -12,13 +12,9 @@ Prints a table, then (last line) one JSON object with throughput_ratio and decod
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import sys
 import tempfile
-import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
@@ -45,57 +41,10 @@ class BenchOptions:
     suite: str
 
 
-@dataclass(frozen=True, slots=True)
-class BackendJob:
-    backend: str
-    config: EngineConfig
-    warmup_prompts: list[list[int]]
-    rounds: list[tuple[list[int], list[list[int]]]]  # per repeat: (decode prompt, batch prompts)
-    max_tokens: int
-
-
-def measure_backend(job: BackendJob) -> dict:
-    """Load one backend, warm it up, run the decode and throughput measurements (in this process)."""
-    from engine.backends import create_engine
-    from engine.bench_timing import mean, median, peak_rss_mib, run_requests, throughput
-    from engine.types import SamplingParams
-
-    progress = lambda line: print(f"[{job.backend}] {line}", file=sys.stderr, flush=True)  # noqa: E731
-    progress("loading")
-    started = time.perf_counter()
-    engine = create_engine(job.backend, job.config)
-    load_s = time.perf_counter() - started
-    params = SamplingParams(max_tokens=job.max_tokens, temperature=0.0, ignore_eos=True)
-    progress("warming up")
-    run_requests(engine, job.warmup_prompts, replace(params, max_tokens=2), prefix="warmup")
-    runs = []
-    for number, (decode_prompt, batch_prompts) in enumerate(job.rounds):
-        progress(f"round {number + 1}/{len(job.rounds)}: decode, 1 request x {job.max_tokens} tokens")
-        single = run_requests(engine, [decode_prompt], params, prefix=f"decode{number}-")[0]
-        progress(f"round {number + 1}/{len(job.rounds)}: throughput, {len(batch_prompts)} requests x {job.max_tokens} tokens")
-        batch = run_requests(engine, batch_prompts, params, prefix=f"batch{number}-")
-        runs.append({
-            "ttft_s": single.ttft,
-            "decode_tok_s": single.decode_tokens_per_s,
-            "batch_ttft_s": mean([t.ttft for t in batch]),
-            "throughput_tok_s": throughput(batch),
-            "output_tokens": sum(t.num_tokens for t in batch),
-        })
-    close = getattr(engine, "close", None)
-    if close is not None:
-        close()
-    # The median round: one slow round (another process took the CPU) does not decide the result.
-    return {"load_s": load_s, **{key: median([run[key] for run in runs]) for key in runs[0]}, "peak_rss_mib": peak_rss_mib()}
-
-
-def measure_in_subprocess(job: BackendJob) -> dict:
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(measure_backend, job).result()
-
-
 def compare(options: BenchOptions) -> dict:
-    """Measure backend and baseline one after the other; the report that the JSON line prints."""
-    from engine.bench_timing import synthetic_prompts
+    """Measure backend and baseline, rounds alternating between them; the report the JSON line prints."""
+    from engine.bench_session import BackendSession
+    from engine.bench_timing import median, synthetic_prompts
 
     # Every request gets its own prompt (warm-up and rounds too), so no backend serves one from
     # a prefix cache that an earlier request filled.
@@ -110,11 +59,28 @@ def compare(options: BenchOptions) -> dict:
     labels = {"backend": options.backend}
     if options.baseline:
         labels["baseline"] = options.baseline if options.baseline != options.backend else f"{options.baseline}-baseline"
-    results = {}
-    for role in ("baseline", "backend"):
-        if role in labels:
-            job = BackendJob(getattr(options, role), config, prompts[1:per_round], rounds, options.max_tokens)
-            results[labels[role]] = measure_in_subprocess(job)
+    sessions: dict[str, BackendSession] = {}
+    results: dict[str, dict] = {}
+    try:
+        for role in ("baseline", "backend"):
+            if role in labels:
+                sessions[labels[role]] = BackendSession(labels[role], getattr(options, role), config, prompts[1:per_round])
+        runs: dict[str, list[dict]] = {label: [] for label in sessions}
+        for number, (decode_prompt, batch_prompts) in enumerate(rounds, start=1):
+            for label, session in sessions.items():
+                runs[label].append(session.run_round(number, decode_prompt, batch_prompts, options.max_tokens))
+        for label, session in sessions.items():
+            # The median round: one slow spell (another process took the CPU) does not decide the result.
+            medians = {key: median([run[key] for run in runs[label]]) for key in runs[label][0]}
+            results[label] = {"load_s": session.load_s, **medians}
+    finally:
+        for label, session in sessions.items():
+            try:
+                peak = session.close()
+            except Exception:  # noqa: BLE001 - a crashed backend process must not hide the first error
+                peak = None
+            if label in results:
+                results[label]["peak_rss_mib"] = peak
     mine, base = results[labels["backend"]], results.get(labels.get("baseline"))
     ratio = lambda key: mine[key] / base[key] if base and base[key] else None  # noqa: E731
     return {
@@ -137,8 +103,9 @@ def print_table(report: dict) -> None:
     for name in report["load_s"]:
         cells = []
         for key, title, spec in columns:
-            value = report[key][name] * (1000 if "ms" in title else 1)
-            cells.append(f"{spec.format(value):>18}")
+            value = report[key][name]
+            text = "-" if value is None else spec.format(value * (1000 if "ms" in title else 1))
+            cells.append(f"{text:>18}")
         click.echo(f"{name:<12}" + "".join(cells))
     if report["throughput_ratio"] is not None:
         click.echo(f"{report['backend']} / {report['baseline']}: throughput x{report['throughput_ratio']:.2f}, "
@@ -178,7 +145,7 @@ def _resolve_model(model: str | None, dummy_weights: bool, scratch: Path) -> str
 @click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True, envvar="LLMQ_BENCH_CONCURRENCY")
 @click.option("--max-tokens", type=click.IntRange(min=2), default=64, show_default=True, envvar="LLMQ_BENCH_MAX_TOKENS")
 @click.option("--prompt-tokens", type=click.IntRange(min=1), default=32, show_default=True, envvar="LLMQ_BENCH_PROMPT_TOKENS")
-@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, envvar="LLMQ_BENCH_REPEAT",
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, envvar="LLMQ_BENCH_REPEAT",
               help="Rounds of both measurements; the median round is reported.")
 @click.option("--suite", type=click.Choice(["compare", "gpu"]), default="compare", show_default=True,
               envvar="LLMQ_BENCH_SUITE", help="compare: backend vs baseline; gpu: the GPU suite.")
