@@ -99,14 +99,6 @@ def _decoders(options: GpuSuiteOptions, results: dict) -> None:
             runs["ours_gemv"] = decoder.generate(prompt, options.new_tokens)
             del decoder
 
-    def ours_fused():
-        from engine.bench_gpu_fused import FusedLlama
-
-        decoder = PagedDecoder(FusedLlama(model, spec), spec, max_len)
-        decoder.generate(prompt[:64], 8)
-        runs["ours_fused"] = decoder.generate(prompt, options.new_tokens)
-        del decoder
-
     def hf():
         hf_model = hf_model_from_engine(model, spec, folder)
         runs["hf"] = hf_generate_timings(hf_model, prompt, options.new_tokens)
@@ -120,7 +112,8 @@ def _decoders(options: GpuSuiteOptions, results: dict) -> None:
         runs["compiled"] = decoder.generate(prompt, options.new_tokens)
         del decoder
 
-    parts = [("ours", ours), ("ours_gemv", ours_gemv), ("ours_fused", ours_fused)] + ([("hf", hf)] if options.baselines and options.hf else [])
+    parts = [("ours", ours), ("ours_gemv", ours_gemv)]
+    parts += [("hf", hf)] if options.baselines and options.hf else []
     parts += [("compiled", compiled)] if options.baselines else []
     for name, fn in parts:
         _part(results, f"decode_{name}", lambda fn=fn: fn() or {})
@@ -157,13 +150,7 @@ def run_gpu_suite(options=None) -> dict:
     options = _suite_options(options)
     if not torch.cuda.is_available():
         raise RuntimeError("the GPU suite needs a CUDA device")
-    from engine.bench_gpu_micro import (
-        copy_bandwidth,
-        fusions_vs_unfused,
-        gemv_vs_cublas,
-        read_bandwidth,
-        split_k_vs_single_block,
-    )
+    from engine.bench_gpu_micro import copy_bandwidth, gemv_vs_cublas, read_bandwidth, split_k_vs_single_block
 
     results: dict = {
         "device": torch.cuda.get_device_name(),
@@ -183,7 +170,6 @@ def run_gpu_suite(options=None) -> dict:
     if options.micro:
         _part(results, "gemv", gemv_vs_cublas)
         _part(results, "attention", lambda: split_k_vs_single_block(options.contexts))
-    _part(results, "fusions", fusions_vs_unfused)
     try:
         _decoders(options, results)
     except Exception as exc:
@@ -232,9 +218,6 @@ def format_table(results: dict) -> str:
         lines.append(
             f"{'per token (all linears)':33}{'':15}  {gemv['cublas_ms_per_token']:>8.2f}ms  {'':5}  {gemv['triton_ms_per_token']:>7.2f}ms"
         )
-    fusions = results.get("fusions")
-    for row in fusions if isinstance(fusions, list) else []:
-        lines.append(f"fusion {row['fusion']:26} fused {row['fused_us']:>7.1f} us   unfused {row['unfused_us']:>7.1f} us")
     lines.append("decode attention, batch 1        context  splits  split-K us  single us  speedup  GB/s")
     attention = results.get("attention")
     for row in attention if isinstance(attention, list) else []:
@@ -246,7 +229,6 @@ def format_table(results: dict) -> str:
     names = {
         "ours": "ours (Triton + CUDA graphs)",
         "ours_gemv": "ours + Triton GEMV linears",
-        "ours_fused": "ours, fused decode kernels",
         "hf": "transformers eager",
         "compiled": "torch.compile + graph",
     }

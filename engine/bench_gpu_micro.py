@@ -118,37 +118,3 @@ def read_bandwidth(num_bytes: int = 4 << 30) -> dict:
     ms = _median_ms(lambda: data.sum(dtype=torch.float32))
     return {"bytes": num_bytes, "ms": ms, "gb_per_s": num_bytes / ms / 1e6}
 
-
-def fusions_vs_unfused(hidden: int = 4096, inter: int = 14336, qkv: int = 6144, copies: int = 16) -> list[dict]:
-    """Batch 1: each decode-step fusion against the kernels it replaces, over `copies` distinct
-    weights per timing (a layer sweep, so the weights stream from memory)."""
-    import torch.nn.functional as F
-
-    from engine.kernels.triton_elementwise import rms_norm, silu_and_mul
-    from engine.kernels.triton_fused import rms_norm_linear, silu_mul_linear
-
-    def weights(n, k):
-        return [torch.empty(n, k, device="cuda", dtype=torch.bfloat16).normal_(0.0, 0.02) for _ in range(copies)]
-
-    x, residual = torch.randn(1, hidden, device="cuda").bfloat16(), torch.randn(1, hidden, device="cuda").bfloat16()
-    norm_w = torch.ones(hidden, device="cuda", dtype=torch.bfloat16)
-    gate_up = torch.randn(1, 2 * inter, device="cuda").bfloat16()
-    cases = {
-        "norm + qkv": (weights(qkv, hidden),
-                       lambda w: rms_norm_linear(x, norm_w, 1e-5, w, residual),
-                       lambda w: F.linear(rms_norm(x, norm_w, 1e-5, residual)[0], w)),
-        "norm + gate_up": (weights(2 * inter, hidden),
-                           lambda w: rms_norm_linear(x, norm_w, 1e-5, w, residual),
-                           lambda w: F.linear(rms_norm(x, norm_w, 1e-5, residual)[0], w)),
-        "swiglu + down": (weights(hidden, inter),
-                          lambda w: silu_mul_linear(gate_up, w),
-                          lambda w: F.linear(silu_and_mul(gate_up), w)),
-    }
-    rows = []
-    for name, (ws, fused, unfused) in cases.items():
-        fused(ws[0])  # autotune outside the graph
-        fused_ms = _median_ms(lambda: [fused(w) for w in ws]) / copies
-        unfused_ms = _median_ms(lambda: [unfused(w) for w in ws]) / copies
-        rows.append({"fusion": name, "fused_us": fused_ms * 1e3, "unfused_us": unfused_ms * 1e3})
-        del ws
-    return rows

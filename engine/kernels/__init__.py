@@ -12,9 +12,13 @@ Shapes (T = tokens of this step over all sequences, B = sequences, D = head_dim)
       With residual: new_residual = x + residual; out = norm(new_residual) * weight.
   rotary(q [T,Hq,D], k [T,Hkv,D], positions [T] int64, cos_sin_cache [P, D]) -> (q, k)  (neox style)
   silu_and_mul(x [T, 2I]) -> [T, I]
+  linear(x [T,K], weight [N,K], bias [N] | None) -> [T,N]   (added; reference: F.linear)
+      The Triton version streams the weight with a GEMV for T <= 16 (decode), cuBLAS above.
 """
 
 from __future__ import annotations
+
+import torch.nn.functional as F
 
 from engine.kernels import reference
 
@@ -23,11 +27,12 @@ paged_attention = reference.paged_attention
 rms_norm = reference.rms_norm
 rotary = reference.rotary
 silu_and_mul = reference.silu_and_mul
+linear = F.linear
 
 
 def use_triton() -> bool:
     """Swap in the Triton kernels (CUDA only). Returns whether they were installed."""
-    global write_kv, paged_attention, rms_norm, rotary, silu_and_mul
+    global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear
     try:
         import torch
 
@@ -41,14 +46,16 @@ def use_triton() -> bool:
     rms_norm = triton_ops.rms_norm
     rotary = triton_ops.rotary
     silu_and_mul = triton_ops.silu_and_mul
+    linear = triton_ops.linear
     return True
 
 
 def use_reference() -> None:
     """Put the torch references back (tests compare both on one device)."""
-    global write_kv, paged_attention, rms_norm, rotary, silu_and_mul
+    global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear
     write_kv = reference.write_kv
     paged_attention = reference.paged_attention
     rms_norm = reference.rms_norm
     rotary = reference.rotary
     silu_and_mul = reference.silu_and_mul
+    linear = F.linear

@@ -59,7 +59,9 @@ def linear(
     """x [T, K], weight [N, K], bias [N] | None -> [T, N]; GEMV for T <= MAX_ROWS, cuBLAS above.
     out: [T, N] to write into (tests pass a poisoned one)."""
     num_rows = x.shape[0]
-    if num_rows > MAX_ROWS or num_rows == 0 or x.dim() != 2 or not x.is_cuda or weight.stride(-1) != 1:
+    # float32 stays on cuBLAS: tl.dot would round its inputs to tf32.
+    half = x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == x.dtype
+    if num_rows > MAX_ROWS or num_rows == 0 or x.dim() != 2 or not x.is_cuda or not half or weight.stride(-1) != 1:
         y = F.linear(x, weight, bias)
         return y if out is None else out.copy_(y)
     x = x if x.stride(-1) == 1 else x.contiguous()

@@ -11,9 +11,10 @@ import torch
 from engine.kernels.triton_cache import write_kv
 from engine.kernels.triton_decode_attention import decode_attention
 from engine.kernels.triton_elementwise import rms_norm, rotary, silu_and_mul
+from engine.kernels.triton_linear import linear
 from engine.kernels.triton_prefill_attention import prefill_attention
 
-__all__ = ["paged_attention", "rms_norm", "rotary", "silu_and_mul", "write_kv"]
+__all__ = ["linear", "paged_attention", "rms_norm", "rotary", "silu_and_mul", "write_kv"]
 
 
 def paged_attention(
