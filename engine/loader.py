@@ -21,9 +21,16 @@ IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 def load_model(
-    folder: Path, device: torch.device, dtype: torch.dtype, max_positions: int | None = None,
-    dummy_weights: bool = False, seed: int = 0,
+    folder: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_positions: int | None = None,
+    dummy_weights: bool = False,
+    seed: int = 0,
 ) -> tuple[nn.Module, ModelSpec]:
+    """The model of `folder`'s config.json on `device`, filled and in eval mode, with its spec.
+    max_positions sizes the rotary table (default: the config's max_position_embeddings).
+    Raises ModelLoadError for a missing or incomplete folder or an unsupported model."""
     spec = read_model_spec(folder)
     cls = model_class(spec.architecture)
     with _default_dtype(dtype), torch.device(device):

@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from engine import kernels
 from engine.attention_metadata import AttentionMetadata, build_step_inputs
 from engine.config import EngineConfig
 from engine.loader import load_model
@@ -32,6 +33,8 @@ class ModelRunner:
         self.dtype = _resolve_dtype(config.dtype, self.device)
         if config.num_threads and self.device.type == "cpu":
             torch.set_num_threads(config.num_threads)
+        if self.device.type == "cuda":
+            kernels.use_triton()  # process-wide; the torch references stay where Triton is missing
         folder = resolve_model(config.model)
         self.model, spec = load_model(
             folder,

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import kernels
+
 from engine.layers.linear import _copy_checked, _parameter
 
 
@@ -37,4 +39,4 @@ class LMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         # [S, H] -> [S, V] in float32: sampling and logprobs need the precision.
-        return F.linear(hidden, self.weight).float()
+        return kernels.linear(hidden, self.weight, None).float()
