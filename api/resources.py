@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from api.admission import Admission
 from api.dispatch import Dispatcher
@@ -47,17 +47,30 @@ def load_models(settings: GatewaySettings) -> dict[str, ModelTokenizer]:
     return models
 
 
+COMMAND_CONNECTIONS = 64  # short commands: a herd of requests waits briefly for one of these
+POOL_WAIT_S = 10.0
+
+
+def _redis(url: str, connections: int, socket_timeout: float, connect_timeout: float) -> Redis:
+    # A blocking pool: past its size a caller waits for a connection instead of failing.
+    pool = BlockingConnectionPool.from_url(url, max_connections=connections, timeout=POOL_WAIT_S,
+                                           socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout)
+    return Redis.from_pool(pool)
+
+
 @contextlib.asynccontextmanager
 async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
     timeout = settings.redis_timeout_s
-    redis = Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    stream_redis = Redis.from_url(settings.redis_url, socket_timeout=READ_BLOCK_S + timeout,
-                                  socket_connect_timeout=timeout)
+    models = load_models(settings)
+    redis = _redis(settings.redis_url, COMMAND_CONNECTIONS, timeout, timeout)
+    # One blocking XREAD per admitted request, so one connection per request admission allows.
+    stream_redis = _redis(settings.redis_url, len(models) * settings.max_queued_requests + 8,
+                          READ_BLOCK_S + timeout, timeout)
     dispatcher = Dispatcher(settings.redis_url, timeout)
     watch = WorkerWatch(redis, settings.heartbeat_poll_s)
     gateway = Gateway(
         settings=settings,
-        models=load_models(settings),
+        models=models,
         redis=redis,
         stream_redis=stream_redis,
         dispatcher=dispatcher,
