@@ -44,31 +44,44 @@ def paged_attention(
         out[:num_decodes] = _decode_attention(
             q[:num_decodes], k_cache, v_cache, block_tables[:num_decodes], seq_lens[:num_decodes], scale
         )
-    block_size = k_cache.shape[1]
     for b in range(num_decodes, len(lens)):
         begin, end, seq_len = starts[b], starts[b + 1], lens[b]
         if end == begin:
             continue
-        num_blocks = -(-seq_len // block_size)
-        blocks = block_tables[b, :num_blocks]
-        k = k_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]  # [L, Hkv, D]
-        v = v_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
+        k, v = _sequence_kv(k_cache, v_cache, block_tables[b], seq_len)
         out[begin:end] = _chunk_attention(q[begin:end], k, v, scale)
     return out
 
 
+def _sequence_kv(k_cache, v_cache, block_row, seq_len) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sequence's K and V [L, Hkv, D]: a view of the pool when its blocks are consecutive
+    (the usual case for a lone sequence), else gathered block by block."""
+    block_size = k_cache.shape[1]
+    blocks = block_row[: -(-seq_len // block_size)]
+    table = blocks.tolist()
+    if table == list(range(table[0], table[0] + len(table))):
+        start = table[0] * block_size
+        k = k_cache.view(-1, *k_cache.shape[2:])[start : start + seq_len]
+        v = v_cache.view(-1, *v_cache.shape[2:])[start : start + seq_len]
+        return k, v
+    k = k_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
+    v = v_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
+    return k, v
+
+
 def _decode_attention(q, k_cache, v_cache, block_tables, seq_lens, scale) -> torch.Tensor:
     # q [B, Hq, D]: one query per sequence, at position seq_len - 1.
-    num_seqs, max_blocks = block_tables.shape
-    # index_select on the flat table: cheaper than advanced indexing, which this runs per layer.
-    flat = block_tables.view(-1)
-    k = k_cache.index_select(0, flat).view(num_seqs, -1, *k_cache.shape[2:])  # [B, nb*bs, Hkv, D]
-    v = v_cache.index_select(0, flat).view(num_seqs, -1, *v_cache.shape[2:])
+    num_seqs = block_tables.shape[0]
     if num_seqs == 1 and q.device.type == "cpu":
-        # One sequence: cut at its length instead of masking (a host read is free on the CPU).
+        # One sequence: read exactly its length, no mask (host reads are free on the CPU).
         seq_len = int(seq_lens[0])
-        k, v, mask = k[:, :seq_len], v[:, :seq_len], None
+        k, v = _sequence_kv(k_cache, v_cache, block_tables[0], seq_len)
+        k, v, mask = k.unsqueeze(0), v.unsqueeze(0), None
     else:
+        # index_select on the flat table: cheaper than advanced indexing, which this runs per layer.
+        flat = block_tables.view(-1)
+        k = k_cache.index_select(0, flat).view(num_seqs, -1, *k_cache.shape[2:])  # [B, nb*bs, Hkv, D]
+        v = v_cache.index_select(0, flat).view(num_seqs, -1, *v_cache.shape[2:])
         # Pad slots past each sequence's end are masked; the pool is zero-initialised, so they are finite.
         mask = (torch.arange(k.shape[1], device=q.device) < seq_lens[:, None])[:, None, None, :]  # [B, 1, 1, L]
     out = F.scaled_dot_product_attention(
@@ -121,7 +134,8 @@ def rotary(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     # cos_sin_cache [P, D]: cos of the D/2 frequencies, then their sin (neox / rotate-half layout).
     cos, sin = cos_sin_cache.index_select(0, positions).unsqueeze(1).chunk(2, dim=-1)  # [T, 1, D/2]
-    return _rotate(q, cos, sin), _rotate(k, cos, sin)
+    # q and k rotated as one [T, Hq + Hkv, D] tensor: half the ops of rotating each.
+    return _rotate(torch.cat((q, k), dim=1), cos, sin).split((q.shape[1], k.shape[1]), dim=1)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

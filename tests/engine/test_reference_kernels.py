@@ -29,12 +29,13 @@ def naive_attention(q, k, v, scale):
     return out
 
 
-def make_batch(query_lens, seq_lens, num_heads, num_kv_heads, head_dim, block_size, num_blocks, seed):
-    """A paged cache holding every sequence, with block tables that interleave blocks of all sequences."""
+def make_batch(query_lens, seq_lens, num_heads, num_kv_heads, head_dim, block_size, num_blocks, seed, shuffle=True):
+    """A paged cache holding every sequence, with block tables that interleave blocks of all sequences
+    (or, unshuffled, give each sequence consecutive blocks)."""
     gen = torch.Generator().manual_seed(seed)
     k_cache = torch.zeros(num_blocks, block_size, num_kv_heads, head_dim)
     v_cache = torch.zeros_like(k_cache)
-    free = torch.randperm(num_blocks, generator=gen).tolist()
+    free = torch.randperm(num_blocks, generator=gen).tolist() if shuffle else list(range(num_blocks))[::-1]
     max_blocks = max(-(-s // block_size) for s in seq_lens)
     block_tables = torch.zeros(len(seq_lens), max_blocks, dtype=torch.int32)
     keys, values = [], []
@@ -53,6 +54,8 @@ def make_batch(query_lens, seq_lens, num_heads, num_kv_heads, head_dim, block_si
 @pytest.mark.parametrize(
     "query_lens, seq_lens, num_heads, num_kv_heads",
     [
+        ([1], [37], 6, 2),  # a lone decode
+        ([9], [50], 6, 2),  # a lone chunk continuing a cached prefix
         ([1, 1, 1], [1, 17, 40], 4, 4),  # decode only, block boundary at 16/17
         ([1, 1, 1, 1], [16, 32, 5, 33], 9, 3),  # decode only, GQA, exact block ends
         ([7, 20, 1], [7, 20, 1], 8, 2),  # fresh prefills
@@ -60,10 +63,11 @@ def make_batch(query_lens, seq_lens, num_heads, num_kv_heads, head_dim, block_si
         ([3, 0, 2], [19, 4, 2], 4, 1),  # a sequence with no query this step, MQA
     ],
 )
-def test_paged_attention_matches_naive(query_lens, seq_lens, num_heads, num_kv_heads):
+@pytest.mark.parametrize("shuffle", [True, False], ids=["scattered-blocks", "consecutive-blocks"])
+def test_paged_attention_matches_naive(query_lens, seq_lens, num_heads, num_kv_heads, shuffle):
     head_dim, block_size = 16, 16
     q, k_cache, v_cache, block_tables, seq_lens_t, qsl, keys, values = make_batch(
-        query_lens, seq_lens, num_heads, num_kv_heads, head_dim, block_size, num_blocks=24, seed=0
+        query_lens, seq_lens, num_heads, num_kv_heads, head_dim, block_size, num_blocks=24, seed=0, shuffle=shuffle
     )
     scale = 1 / math.sqrt(head_dim)
     out = reference.paged_attention(q, k_cache, v_cache, block_tables, seq_lens_t, qsl, scale, max(query_lens))
