@@ -9,7 +9,7 @@ absolute position of the token being sampled), so a seeded request gives the sam
 whatever else shares its batch, and a recomputed (preempted) step draws the same number again.
 The token is the inverse CDF of the filtered distribution at that number: one number per row
 (a per-vocabulary-entry race would cost V hashes per row on the CPU hot path), computed on the
-host from plain integers, so nothing here waits on the device until the caller reads the ids.
+host from plain integers, so the only wait on the device is the final read of the chosen ids.
 
 Logprobs are OpenAI-like: the log-softmax of the penalised, temperature-scaled logits, before
 top-k/top-p filtering (temperature 0 counts as 1).
