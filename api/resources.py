@@ -16,7 +16,7 @@ from api.keys import StaticKeys
 from api.liveness import WorkerWatch
 from api.metrics import GatewayMetrics
 from api.settings import GatewaySettings
-from api.stream import READ_BLOCK_S
+from api.stream_hub import BLOCK_MS, StreamHub
 from api.tokenizer import ModelTokenizer, load_tokenizer
 
 log = logging.getLogger("llmq.gateway")
@@ -27,7 +27,7 @@ class Gateway:
     settings: GatewaySettings
     models: dict[str, ModelTokenizer]
     redis: Redis  # short timeouts: every command but the blocking stream read
-    stream_redis: Redis  # XREAD BLOCK needs a socket timeout longer than the block
+    hub: StreamHub  # the one blocking XREAD over all request streams
     dispatcher: Dispatcher
     admission: Admission
     watch: WorkerWatch
@@ -63,16 +63,16 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
     timeout = settings.redis_timeout_s
     models = load_models(settings)
     redis = _redis(settings.redis_url, COMMAND_CONNECTIONS, timeout, timeout)
-    # One blocking XREAD per admitted request, so one connection per request admission allows.
-    stream_redis = _redis(settings.redis_url, len(models) * settings.max_queued_requests + 8,
-                          READ_BLOCK_S + timeout, timeout)
+    # XREAD BLOCK needs a socket timeout longer than the block.
+    stream_reader = _redis(settings.redis_url, 1, BLOCK_MS / 1000 + timeout, timeout)
+    hub = StreamHub(stream_reader, redis)
     dispatcher = Dispatcher(settings.redis_url, timeout)
     watch = WorkerWatch(redis, settings.heartbeat_poll_s)
     gateway = Gateway(
         settings=settings,
         models=models,
         redis=redis,
-        stream_redis=stream_redis,
+        hub=hub,
         dispatcher=dispatcher,
         admission=Admission(settings.max_queued_requests, settings.max_tokens_in_flight, settings.retry_after_s),
         watch=watch,
@@ -81,12 +81,14 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
     )
     await watch.poll()
     watcher = asyncio.create_task(watch.run(), name="llmq-worker-watch")
+    hub.start()
     try:
         yield gateway
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await hub.stop()
         dispatcher.close()
         await redis.aclose()
-        await stream_redis.aclose()
+        await stream_reader.aclose()

@@ -1,7 +1,7 @@
 """Reads the workers' token streams for one request and owns failure detection.
 
 One GenerationRun covers the n choices of a request, each a job with its own request id and
-stream llmq:stream:<rid>, all read with a single XREAD BLOCK. While the client is connected the
+stream llmq:stream:<rid>, all read through the gateway's StreamHub. While the client is connected the
 run refreshes llmq:client:<rid>. If a worker's lease lapses after it started a job, the run sends
 a continuation (prompt + tokens already received, the rest of max_tokens, attempt + 1) and
 ignores later events of the old attempt. Every run ends in exactly one terminal event per choice
@@ -20,6 +20,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from api.dispatch import Dispatcher
+from api.stream_hub import StreamHub, Subscription
 from workers.protocol import (
     ABORT_CHANNEL, CLIENT_TTL_S, EVENT_FIELD, LEASE_TTL_S, GenerateJob, Sampling, TokenLogprobWire,
     abort_key, client_key, decode_event, lease_key, stream_key,
@@ -46,7 +47,6 @@ class ChoiceJob:
     sampling: Sampling
     attempt: int = 0
     received: list[int] = field(default_factory=list)
-    last_entry: str = "0-0"
     started: bool = False
     last_event_at: float = 0.0
     finished: bool = False
@@ -84,11 +84,11 @@ Event = Tokens | Finished | Failed | Idle
 
 class GenerationRun:
     def __init__(
-        self, redis: Redis, reader: Redis, dispatcher: Dispatcher, model: str, jobs: list[ChoiceJob],
+        self, redis: Redis, hub: StreamHub, dispatcher: Dispatcher, model: str, jobs: list[ChoiceJob],
         deadline: float, max_attempts: int, block_s: float = READ_BLOCK_S,
     ) -> None:
-        # reader: a client whose socket timeout outlasts the XREAD block; redis: short timeouts.
-        self.redis, self.reader, self.dispatcher, self.model = redis, reader, dispatcher, model
+        self.redis, self.hub, self.dispatcher, self.model = redis, hub, dispatcher, model
+        self.subscription: Subscription | None = None
         self.jobs = jobs
         self.deadline = deadline  # unix seconds
         self.max_attempts = max_attempts
@@ -111,6 +111,7 @@ class GenerationRun:
 
     async def start(self) -> None:
         """Marks the client present, then dispatches every choice. Raises if Redis is unreachable."""
+        self.subscription = await self.hub.subscribe([stream_key(j.request_id) for j in self.jobs])
         await self._refresh_client_keys(force=True)
         for job in self.jobs:
             await self.dispatcher.send(self._wire_job(job))
@@ -162,20 +163,18 @@ class GenerationRun:
                     return
 
     async def _read(self, block: bool, jobs: list[ChoiceJob] | None = None) -> list:
-        jobs = [j for j in (jobs or self.jobs) if not j.finished]
-        if not jobs:
-            return []
-        streams = {stream_key(j.request_id): j.last_entry for j in jobs}
-        wait_ms = max(1, int(min(self.block_s, self.deadline - time.time()) * 1000))
-        return await self.reader.xread(streams, block=wait_ms if block else None) or []
+        """[(stream key, [(entry id, fields), ...]), ...] as XREAD answers."""
+        if block:
+            return await self.hub.wait(self.subscription, max(0.001, min(self.block_s, self.deadline - time.time())))
+        keys = [stream_key(j.request_id) for j in (jobs or self.jobs) if not j.finished]
+        return await self.hub.drain(self.subscription, keys) if keys else []
 
     def _apply(self, batch: list) -> list[Event]:
         by_stream = {stream_key(j.request_id): j for j in self.jobs}
         out: list[Event] = []
         for key, entries in batch:
             job = by_stream[key.decode() if isinstance(key, bytes) else key]
-            for entry_id, fields in entries:
-                job.last_entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            for _entry_id, fields in entries:
                 if job.finished:
                     continue
                 raw = fields.get(EVENT_FIELD) or fields.get(EVENT_FIELD.decode())
@@ -283,6 +282,8 @@ class GenerationRun:
 
     async def close(self) -> None:
         """On every exit: unfinished choices are aborted (client gone, deadline, failure)."""
+        if self.subscription is not None:
+            self.hub.unsubscribe(self.subscription)
         try:
             await self.abort_all()
         except Exception as exc:  # Redis down: the client key lapses by itself and the worker stops
