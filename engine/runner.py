@@ -9,6 +9,7 @@ import torch
 from engine import kernels
 from engine.attention_metadata import AttentionMetadata, build_step_inputs
 from engine.config import EngineConfig
+from engine.cuda_graphs import GraphRunner, decode_inputs
 from engine.loader import load_model
 from engine.models.spec import ModelSpec
 from engine.sampler import Sampler
@@ -33,8 +34,8 @@ class ModelRunner:
         self.dtype = _resolve_dtype(config.dtype, self.device)
         if config.num_threads and self.device.type == "cpu":
             torch.set_num_threads(config.num_threads)
-        if self.device.type == "cuda":
-            kernels.use_triton()  # process-wide; the torch references stay where Triton is missing
+        # Process-wide; the torch references stay where Triton is missing.
+        triton = self.device.type == "cuda" and kernels.use_triton()
         folder = resolve_model(config.model)
         self.model, spec = load_model(
             folder,
@@ -55,6 +56,8 @@ class ModelRunner:
         self.num_kv_blocks = self._plan_kv_blocks(spec)
         self._allocate_kv_pool(spec)
         self.sampler = Sampler(self.device, config.seed)
+        # Decode steps replay CUDA graphs; they need the Triton kernels (padded rows write slot -1).
+        self.graphs = self._capture_decode_graphs() if triton and config.cuda_graphs else None
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
@@ -62,12 +65,44 @@ class ModelRunner:
         if not batch.chunks:
             return []
         input_ids, meta = build_step_inputs(batch, self.block_size, self.device)
-        hidden = self.model(input_ids, meta)  # [T, H]
         sampling = [chunk.seq for chunk in batch.chunks if chunk.samples]
+        decode_only = meta.max_query_len == 1 and len(sampling) == len(batch.chunks)
+        if self.graphs is not None and decode_only and self.graphs.can_run(len(sampling)):
+            # Every chunk samples one token, so the graph's logits rows are the sampling rows.
+            logits = self.graphs.run(
+                input_ids=input_ids,
+                positions=meta.positions,
+                slot_mapping=meta.slot_mapping,
+                block_tables=meta.block_tables,
+                seq_lens=meta.seq_lens,
+                query_start_loc=meta.query_start_loc,
+            )
+            return self.sampler(logits, sampling)
+        hidden = self.model(input_ids, meta)  # [T, H]
         if not sampling:
             return []
         logits = self.model.compute_logits(hidden.index_select(0, meta.sample_indices))  # [S, V]
         return self.sampler(logits, sampling)
+
+    def _capture_decode_graphs(self) -> GraphRunner:
+        max_blocks = -(-self.max_model_len // self.block_size)
+        graphs = GraphRunner(self._decode_logits, self.config.max_num_seqs, decode_inputs(max_blocks), self.device)
+        graphs.capture()
+        return graphs
+
+    def _decode_logits(self, input_ids, positions, slot_mapping, block_tables, seq_lens, query_start_loc):
+        """The captured decode step: [B] tokens -> logits [B, V]."""
+        meta = AttentionMetadata(
+            positions=positions,
+            slot_mapping=slot_mapping,
+            block_tables=block_tables,
+            seq_lens=seq_lens,
+            query_start_loc=query_start_loc,
+            max_query_len=1,
+            max_seq_len=self.max_model_len,
+            sample_indices=positions,  # unused: every row of a decode step samples
+        )
+        return self.model.compute_logits(self.model(input_ids, meta))
 
     def release(self, request_id: str) -> None:
         """Nothing is kept per request outside the KV pool, which the scheduler manages."""

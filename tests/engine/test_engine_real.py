@@ -2,6 +2,7 @@
 caching and preemption must never change what a request would get alone (transformers' generate)."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -140,3 +141,23 @@ def test_seeded_sampling_does_not_depend_on_the_batch(model_dir, prompts):
     # The seed matters: another one draws another continuation (so equality above is no accident).
     alone_engine.add_request("t", prompts[3], dataclasses.replace(seeded, seed=99))
     assert tokens_of(run_until_done(alone_engine)["t"]) != alone
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_decode_steps_match_eager_steps(tmp_path):
+    from engine.models.dummy import shipped_config
+
+    (tmp_path / "config.json").write_text(json.dumps(shipped_config("smollm2-135m")))
+    requests = [(f"r{i}", list(range(100 + 9 * i, 112 + 13 * i)), greedy()) for i in range(5)]
+    results = []
+    for cuda_graphs in (False, True):
+        engine = Engine(
+            EngineConfig(
+                model=str(tmp_path), dummy_weights=True, device="cuda", kv_cache_tokens=4096,
+                max_num_seqs=8, cuda_graphs=cuda_graphs,
+            )
+        )
+        assert (engine.runner.graphs is not None) == cuda_graphs
+        results.append(run_staggered(engine, requests, admit_every=2))
+    assert results[0] == results[1]
