@@ -17,7 +17,7 @@ from engine.sequence import SampledToken, ScheduledBatch
 from llmq.paths import resolve_model
 
 CPU_DEFAULT_KV_TOKENS = 65536
-CPU_MAX_KV_BYTES = 2 << 30  # and at most an eighth of the machine's memory
+CPU_MAX_KV_BYTES = 1 << 30  # and at most an eighth of the machine's memory
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

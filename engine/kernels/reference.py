@@ -57,13 +57,14 @@ def _sequence_kv(k_cache, v_cache, block_row, seq_len) -> tuple[torch.Tensor, to
     """One sequence's K and V [L, Hkv, D]: a view of the pool when its blocks are consecutive
     (the usual case for a lone sequence), else gathered block by block."""
     block_size = k_cache.shape[1]
-    blocks = block_row[: -(-seq_len // block_size)]
-    table = blocks.tolist()
-    if table == list(range(table[0], table[0] + len(table))):
+    num_blocks = -(-seq_len // block_size)
+    table = block_row.tolist()[:num_blocks]
+    if table == list(range(table[0], table[0] + num_blocks)):
         start = table[0] * block_size
         k = k_cache.view(-1, *k_cache.shape[2:])[start : start + seq_len]
         v = v_cache.view(-1, *v_cache.shape[2:])[start : start + seq_len]
         return k, v
+    blocks = block_row[:num_blocks]
     k = k_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
     v = v_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
     return k, v
@@ -74,16 +75,22 @@ def _decode_attention(q, k_cache, v_cache, block_tables, seq_lens, scale) -> tor
     num_seqs = block_tables.shape[0]
     if num_seqs == 1 and q.device.type == "cpu":
         # One sequence: read exactly its length, no mask (host reads are free on the CPU).
-        seq_len = int(seq_lens[0])
-        k, v = _sequence_kv(k_cache, v_cache, block_tables[0], seq_len)
-        k, v, mask = k.unsqueeze(0), v.unsqueeze(0), None
-    else:
-        # index_select on the flat table: cheaper than advanced indexing, which this runs per layer.
-        flat = block_tables.view(-1)
-        k = k_cache.index_select(0, flat).view(num_seqs, -1, *k_cache.shape[2:])  # [B, nb*bs, Hkv, D]
-        v = v_cache.index_select(0, flat).view(num_seqs, -1, *v_cache.shape[2:])
-        # Pad slots past each sequence's end are masked; the pool is zero-initialised, so they are finite.
-        mask = (torch.arange(k.shape[1], device=q.device) < seq_lens[:, None])[:, None, None, :]  # [B, 1, 1, L]
+        k, v = _sequence_kv(k_cache, v_cache, block_tables[0], seq_lens.tolist()[0])  # [L, Hkv, D]
+        # 4-D inputs: with 3-D ones SDPA takes its slow math path on the CPU.
+        out = F.scaled_dot_product_attention(
+            q.unsqueeze(2),  # [1, Hq, 1, D]
+            k.unsqueeze(0).transpose(1, 2),  # [1, Hkv, L, D]
+            v.unsqueeze(0).transpose(1, 2),
+            scale=scale,
+            enable_gqa=True,
+        )
+        return out.squeeze(2)
+    # index_select on the flat table: cheaper than advanced indexing, which this runs per layer.
+    flat = block_tables.view(-1)
+    k = k_cache.index_select(0, flat).view(num_seqs, -1, *k_cache.shape[2:])  # [B, nb*bs, Hkv, D]
+    v = v_cache.index_select(0, flat).view(num_seqs, -1, *v_cache.shape[2:])
+    # Pad slots past each sequence's end are masked; the pool is zero-initialised, so they are finite.
+    mask = (torch.arange(k.shape[1], device=q.device) < seq_lens[:, None])[:, None, None, :]  # [B, 1, 1, L]
     out = F.scaled_dot_product_attention(
         q.unsqueeze(2),  # [B, Hq, 1, D]
         k.transpose(1, 2),  # [B, Hkv, L, D]
