@@ -49,10 +49,12 @@ def step_logits(model, block_size, chunks):
 
 
 def sequences(prompts, first_block=0, blocks_each=8):
-    return [
-        Sequence(f"r{i}", p, SamplingParams(), i, block_table=list(range(first_block + i * blocks_each, first_block + (i + 1) * blocks_each)))
-        for i, p in enumerate(prompts)
-    ]
+    """Sequences over consecutive runs of `blocks_each` KV blocks from `first_block` on."""
+    seqs = []
+    for i, prompt in enumerate(prompts):
+        first = first_block + i * blocks_each
+        seqs.append(Sequence(f"r{i}", prompt, SamplingParams(), i, block_table=list(range(first, first + blocks_each))))
+    return seqs
 
 
 def test_runner_reads_the_folder(runner):
@@ -67,7 +69,8 @@ def test_batched_prefill_matches_transformers(runner, hf_model):
     logits = step_logits(runner.model, runner.block_size, [(s, 0, s.num_tokens) for s in seqs])
     offset = 0
     for prompt in PROMPTS:
-        torch.testing.assert_close(logits[offset : offset + len(prompt)], hf_logits(hf_model, prompt), atol=ATOL, rtol=0)
+        expected = hf_logits(hf_model, prompt)
+        torch.testing.assert_close(logits[offset : offset + len(prompt)], expected, atol=ATOL, rtol=0)
         offset += len(prompt)
 
 

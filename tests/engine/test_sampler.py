@@ -69,7 +69,9 @@ def test_draws_follow_the_distribution():
 
 def test_seeded_draw_does_not_depend_on_the_batch():
     logits = random_logits(4)
-    alone = [sample(logits[i : i + 1], [seq(request_id=f"r{i}", seed=11 + i, temperature=1.0)])[0].token_id for i in range(4)]
+    alone = [
+        sample(logits[i : i + 1], [seq(request_id=f"r{i}", seed=11 + i, temperature=1.0)])[0].token_id for i in range(4)
+    ]
     together = sample(logits, [seq(request_id=f"x{i}", seed=11 + i, temperature=1.0) for i in range(4)])
     assert [t.token_id for t in together] == alone
     reordered = sample(logits.flip(0), [seq(seed=11 + i, temperature=1.0) for i in reversed(range(4))])
@@ -89,7 +91,8 @@ def test_unseeded_requests_get_a_seed_from_their_id():
     assert sampler.seed_of(seq(request_id="a")) == sampler.seed_of(seq(request_id="a"))
     assert sampler.seed_of(seq(request_id="a")) != sampler.seed_of(seq(request_id="b"))
     assert sampler.seed_of(seq(request_id="a", seed=5)) == 5
-    assert Sampler(torch.device("cpu"), base_seed=1).seed_of(seq(request_id="a")) != sampler.seed_of(seq(request_id="a"))
+    other_engine = Sampler(torch.device("cpu"), base_seed=1)
+    assert other_engine.seed_of(seq(request_id="a")) != sampler.seed_of(seq(request_id="a"))
 
 
 def test_repetition_penalty_scales_seen_tokens():
