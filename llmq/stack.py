@@ -54,14 +54,48 @@ def llmq_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "llmq", *args]
 
 
-def spawn(name: str, args: list[str], log_dir: Path | None = None) -> Child:
-    """Start args in a new session (its own process group); output to log_dir/<name>.log if given."""
+def spawn(name: str, args: list[str], log_dir: Path | None = None, env: dict[str, str] | None = None) -> Child:
+    """Start args in a new session (its own process group); output to log_dir/<name>.log if given.
+    env: variables set on top of this process's environment."""
+    full_env = {**os.environ, **env} if env else None
     if log_dir is None:
-        return Child(name, subprocess.Popen(args, start_new_session=True))
+        return Child(name, subprocess.Popen(args, start_new_session=True, env=full_env))
     log_path = Path(log_dir) / f"{name}.log"
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=full_env)
     return Child(name, process, log_path)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What every worker of a stack gets for its engine (the worker's own defaults where None)."""
+
+    device: str = "cpu"  # cpu | cuda | auto (cuda when there is one)
+    dtype: str | None = None
+    dummy_weights: bool = False
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    num_threads: int | None = None  # torch threads per worker, on CPU
+
+    def worker_args(self) -> tuple[str, ...]:
+        args = ["--device", self.device]
+        for flag, value in (("--dtype", self.dtype), ("--max-num-seqs", self.max_num_seqs),
+                            ("--max-num-batched-tokens", self.max_num_batched_tokens),
+                            ("--num-threads", self.num_threads)):
+            if value is not None:
+                args += [flag, str(value)]
+        return (*args, "--dummy-weights") if self.dummy_weights else tuple(args)
+
+    def worker_envs(self, workers: int, visible: str | None = None) -> tuple[dict[str, str], ...]:
+        """On cuda, one GPU per worker: the i-th of `visible` (CUDA_VISIBLE_DEVICES, default: ours),
+        or GPU i when none is set; elsewhere nothing."""
+        if not self.device.startswith("cuda") or workers < 2:
+            return ()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+        gpus = [gpu.strip() for gpu in visible.split(",") if gpu.strip()] if visible else []
+        if gpus and len(gpus) < workers:
+            raise ValueError(f"{workers} workers on cuda need {workers} GPUs; CUDA_VISIBLE_DEVICES names {len(gpus)}")
+        return tuple({"CUDA_VISIBLE_DEVICES": gpus[i] if gpus else str(i)} for i in range(workers))
 
 
 def worker_args(model: str, backend: str, redis_url: str, worker_id: str, *extra: str) -> list[str]:
@@ -104,6 +138,9 @@ class LocalStack:
     workers: int = 1
     port: int = 0  # 0: a free port
     worker_extra: tuple[str, ...] = ()
+    engine: EngineOptions | None = None  # when given: its worker args (before worker_extra) and GPUs
+    # Per worker (by index), environment variables on top of ours, e.g. its own CUDA_VISIBLE_DEVICES.
+    worker_envs: tuple[dict[str, str], ...] = ()
     gateway_extra: tuple[str, ...] = ()
     log_dir: Path | None = None
     ready_path: str = "/ready"  # /ready waits for a worker of every served model; /health only for the gateway
@@ -120,8 +157,9 @@ class LocalStack:
         try:
             self.redis.start()
             self.port = self.port or free_port()
+            envs = self.worker_envs or (self.engine.worker_envs(self.workers) if self.engine else ())
             for i in range(self.workers):
-                self.start_worker(f"worker-{i}")
+                self.start_worker(f"worker-{i}", env=envs[i] if i < len(envs) else None)
             self.children.append(spawn("gateway", gateway_args(self.model, self.redis.url, self.port,
                                                                "127.0.0.1", *self.gateway_extra), self.log_dir))
             wait_until_ok(self.url + self.ready_path, timeout, self.children, progress)
@@ -130,9 +168,10 @@ class LocalStack:
             raise
         return self
 
-    def start_worker(self, worker_id: str, *extra: str) -> Child:
-        args = worker_args(self.model, self.backend, self.redis.url, worker_id, *self.worker_extra, *extra)
-        child = spawn(worker_id, args, self.log_dir)
+    def start_worker(self, worker_id: str, *extra: str, env: dict[str, str] | None = None) -> Child:
+        engine_args = self.engine.worker_args() if self.engine else ()
+        args = worker_args(self.model, self.backend, self.redis.url, worker_id, *engine_args, *self.worker_extra, *extra)
+        child = spawn(worker_id, args, self.log_dir, env)
         self.children.append(child)
         return child
 

@@ -1,4 +1,5 @@
-"""`llmq up`: the whole stack on this machine (a private Redis, CPU workers, the gateway) until Ctrl-C."""
+"""`llmq up`: the whole stack on this machine (a private Redis, workers, the gateway) until Ctrl-C.
+Workers run on the CPU unless --device says otherwise; on cuda each worker gets its own GPU."""
 
 from __future__ import annotations
 
@@ -38,15 +39,31 @@ def ensure_model(name: str | None) -> Path:
 @click.option("--backend", envvar="LLMQ_BACKEND", default="torch", show_default=True, help="torch | hf | null")
 @click.option("--port", envvar="LLMQ_PORT", type=int, default=8000, show_default=True, help="Gateway port on 127.0.0.1.")
 @click.option("--workers", "num_workers", envvar="LLMQ_UP_WORKERS", type=click.IntRange(1), default=1, show_default=True)
-def up(model: str | None, backend: str, port: int, num_workers: int) -> None:
-    """Run Redis, CPU workers and the gateway here, until Ctrl-C."""
-    from llmq.stack import LocalStack
+@click.option("--device", envvar="LLMQ_DEVICE", default="cpu", show_default=True,
+              help="cpu | cuda (one GPU per worker) | auto (cuda when there is one).")
+@click.option("--dtype", envvar="LLMQ_DTYPE", default=None, help="auto | bfloat16 | float16 | float32. [default: the worker's]")
+@click.option("--dummy-weights", envvar="LLMQ_DUMMY_WEIGHTS", is_flag=True,
+              help="Random weights of the folder's config (benchmarks; the folder needs no weights).")
+@click.option("--max-num-seqs", envvar="LLMQ_MAX_NUM_SEQS", type=click.IntRange(1), default=None,
+              help="Sequences a worker's engine runs at once. [default: the worker's]")
+@click.option("--max-num-batched-tokens", envvar="LLMQ_MAX_NUM_BATCHED_TOKENS", type=click.IntRange(1), default=None,
+              help="Tokens per engine step. [default: the worker's]")
+def up(model: str | None, backend: str, port: int, num_workers: int, device: str, dtype: str | None,
+       dummy_weights: bool, max_num_seqs: int | None, max_num_batched_tokens: int | None) -> None:
+    """Run Redis, workers and the gateway here, until Ctrl-C."""
+    from llmq.stack import EngineOptions, LocalStack
 
     folder = ensure_model(model)
-    threads = max(1, (os.cpu_count() or 1) // num_workers)  # the workers share the cores, not each all of them
-    stack = LocalStack(model=str(folder), backend=backend, workers=num_workers, port=port,
-                       worker_extra=("--device", "cpu", "--num-threads", str(threads), "--drain-grace", "5",
-                                     "--log-level", "warning"),
+    # On the CPU the workers share the cores, not each all of them.
+    threads = None if device.startswith("cuda") else max(1, (os.cpu_count() or 1) // num_workers)
+    engine = EngineOptions(device=device, dtype=dtype, dummy_weights=dummy_weights, max_num_seqs=max_num_seqs,
+                           max_num_batched_tokens=max_num_batched_tokens, num_threads=threads)
+    try:
+        worker_envs = engine.worker_envs(num_workers)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    stack = LocalStack(model=str(folder), backend=backend, workers=num_workers, port=port, engine=engine,
+                       worker_envs=worker_envs, worker_extra=("--drain-grace", "5", "--log-level", "warning"),
                        gateway_extra=("--log-level", "warning"))
     stopping = False
 
@@ -56,7 +73,7 @@ def up(model: str | None, backend: str, port: int, num_workers: int) -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    _say(f"starting redis, {num_workers} {backend} worker(s) for {folder.name} and the gateway ...")
+    _say(f"starting redis, {num_workers} {backend} worker(s) on {device} for {folder.name} and the gateway ...")
     try:
         stack.start(timeout=300, progress=_say)
         url = f"{stack.url}/v1"

@@ -63,3 +63,18 @@ def test_up_serves_and_ctrl_c_stops_everything(model_dir, tmp_path):
         for pid in children:
             if alive(pid):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_engine_options_give_each_cuda_worker_its_own_gpu():
+    from llmq.stack import EngineOptions
+
+    quick_start = EngineOptions(num_threads=2)
+    assert quick_start.worker_args() == ("--device", "cpu", "--num-threads", "2")
+    assert quick_start.worker_envs(2) == ()
+    gpu = EngineOptions(device="cuda", dtype="bfloat16", dummy_weights=True, max_num_seqs=64, max_num_batched_tokens=4096)
+    assert gpu.worker_args() == ("--device", "cuda", "--dtype", "bfloat16", "--max-num-seqs", "64",
+                                 "--max-num-batched-tokens", "4096", "--dummy-weights")
+    assert gpu.worker_envs(2, visible="") == ({"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"})
+    assert gpu.worker_envs(2, visible="3,5") == ({"CUDA_VISIBLE_DEVICES": "3"}, {"CUDA_VISIBLE_DEVICES": "5"})
+    with pytest.raises(ValueError, match="need 3 GPUs"):
+        gpu.worker_envs(3, visible="0,1")
