@@ -1,4 +1,5 @@
-"""The whole `torch` engine (scheduler + runner + model) on CUDA with random weights: batch-1
+"""The whole `torch` engine (scheduler + runner + model) with random weights, as it serves: on CUDA
+the runner installs the Triton kernels and replays decode steps from its CUDA graphs. Batch-1
 decode rate, time to first token of a long prompt, and throughput of many concurrent requests."""
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def _prompt(rng: random.Random, length: int, vocab: int) -> list[int]:
 def _drive(engine, prompts: list[list[int]], max_tokens: int) -> dict:
     """Submit all prompts at once, step until done; per-request first/last token times."""
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-    torch.cuda.synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for i, prompt in enumerate(prompts):
         engine.add_request(f"r{i}", prompt, params)
@@ -40,76 +42,61 @@ def _drive(engine, prompts: list[list[int]], max_tokens: int) -> dict:
     return {"start": start, "end": end, "first": first, "last": last, "generated": generated, "steps": steps}
 
 
-def graphed_runner(config):
-    """The engine's ModelRunner with decode-only steps replayed from CUDA graphs: what the runner
-    itself gains once it wires in engine/cuda_graphs.GraphRunner (a few lines, see BENCHMARKS.md)."""
-    from engine.attention_metadata import AttentionMetadata, build_step_inputs
-    from engine.cuda_graphs import GraphRunner, decode_inputs
-    from engine.runner import ModelRunner
+def kv_bytes_per_token(folder: Path, dtype_bytes: int = 2) -> int:
+    from engine.models.spec import read_model_spec
 
-    class GraphedModelRunner(ModelRunner):
-        def __init__(self, config) -> None:
-            super().__init__(config)
-            max_blocks = -(-self.max_model_len // self.block_size)
-            self.graphs = GraphRunner(self._decode_logits, config.max_num_seqs, decode_inputs(max_blocks), self.device)
-            self.graphs.capture()
+    spec = read_model_spec(folder)
+    return 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * dtype_bytes  # K and V of every layer
 
-        def _decode_logits(self, input_ids, positions, slot_mapping, block_tables, seq_lens, query_start_loc):
-            meta = AttentionMetadata(
-                positions=positions, slot_mapping=slot_mapping, block_tables=block_tables, seq_lens=seq_lens,
-                query_start_loc=query_start_loc, max_query_len=1, max_seq_len=self.max_model_len,
-                sample_indices=positions,  # unused: every row of a decode step samples
-            )
-            return self.model.compute_logits(self.model(input_ids, meta))  # [B, V]
 
-        @torch.inference_mode()
-        def execute(self, batch):
-            if not batch.chunks:
-                return []
-            input_ids, meta = build_step_inputs(batch, self.block_size, self.device)
-            sampling = [chunk.seq for chunk in batch.chunks if chunk.samples]
-            if meta.max_query_len == 1 and len(sampling) == len(batch.chunks) and self.graphs.can_run(len(sampling)):
-                logits = self.graphs.run(
-                    input_ids=input_ids, positions=meta.positions, slot_mapping=meta.slot_mapping,
-                    block_tables=meta.block_tables, seq_lens=meta.seq_lens, query_start_loc=meta.query_start_loc,
-                )
-                return self.sampler(logits, sampling)
-            return super().execute(batch)
-
-    return GraphedModelRunner(config)
+def fitting_output(folder: Path, concurrency: int, long_prompt: int, wanted: int, fallback: int,
+                   weight_bytes: int, margin_bytes: int = 6 << 30) -> int:
+    """`wanted` output tokens when the KV of `concurrency` whole sequences fits beside the weights
+    in the free GPU memory, else `fallback` (all requests must be in the batch at once)."""
+    if not torch.cuda.is_available():
+        return wanted
+    free, _total = torch.cuda.mem_get_info()
+    need = concurrency * (long_prompt + wanted + 16) * kv_bytes_per_token(folder) + weight_bytes + margin_bytes
+    return wanted if need <= free else fallback
 
 
 def engine_timings(
-    folder: Path, prompt_len: int, new_tokens: int, concurrency: int, concurrent_out: int, cuda_graphs: bool = False
+    folder: Path, prompt_len: int, new_tokens: int, concurrency: int, concurrent_out: int,
+    long_prompt: int = 1000, device: str = "cuda", report=None,
 ) -> dict:
-    from engine import kernels
+    """report(numbers): called with the batch-1 numbers before the long concurrent run."""
     from engine.config import EngineConfig
     from engine.engine import Engine
 
-    installed = kernels.use_triton()
     rng = random.Random(0)
-    max_len = max(prompt_len + new_tokens, 1000 + max(concurrent_out, 1)) + 16
+    max_len = max(prompt_len + new_tokens, long_prompt + max(concurrent_out, 1)) + 16
     kv_tokens = max(concurrency * max_len, 4 * max_len)
     config = EngineConfig(
-        model=str(folder), dummy_weights=True, device="cuda", dtype="bfloat16", max_model_len=max_len,
-        kv_cache_tokens=kv_tokens, max_num_seqs=max(concurrency, 1),
+        model=str(folder), dummy_weights=True, device=device, dtype="bfloat16", max_model_len=max_len,
+        kv_cache_tokens=kv_tokens, max_num_seqs=max(concurrency, 1), cuda_graphs=True,
     )
-    engine = Engine(config, runner=graphed_runner(config)) if cuda_graphs else Engine(config)
+    started = time.perf_counter()
+    engine = Engine(config)  # on CUDA: Triton kernels installed, decode graphs captured here
+    setup_s = time.perf_counter() - started
     vocab = engine.vocab_size
     _drive(engine, [_prompt(rng, 64, vocab)], 8)  # warm-up: Triton compiles, cuBLAS handles
 
     single = _drive(engine, [_prompt(rng, prompt_len, vocab)], new_tokens)
     decode_s = single["last"]["r0"] - single["first"]["r0"]
+    graphs = getattr(getattr(engine, "runner", None), "graphs", None)
     result = {
-        "triton_kernels": installed,
-        "cuda_graphs": cuda_graphs,
+        "setup_s": setup_s,  # model, KV pool, graph capture
+        "cuda_graphs": graphs is not None,
         "decode_tok_s": (new_tokens - 1) / decode_s,
         "ttft_prompt_s": single["first"]["r0"] - single["start"],
     }
-    long = _drive(engine, [_prompt(rng, 1000, vocab)], 1)
-    result["ttft_1000_s"] = long["first"]["r0"] - long["start"]
+    long = _drive(engine, [_prompt(rng, long_prompt, vocab)], 1)
+    result["long_prompt"] = long_prompt
+    result["ttft_long_s"] = long["first"]["r0"] - long["start"]
+    if report is not None:
+        report(result)
     if concurrency > 0:
-        many = _drive(engine, [_prompt(rng, 1000, vocab) for _ in range(concurrency)], concurrent_out)
+        many = _drive(engine, [_prompt(rng, long_prompt, vocab) for _ in range(concurrency)], concurrent_out)
         elapsed = many["end"] - many["start"]
         ttfts = sorted(t - many["start"] for t in many["first"].values())
         result.update(
@@ -122,5 +109,6 @@ def engine_timings(
             }
         )
     del engine
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return result

@@ -29,6 +29,7 @@ OUTPUT_TOKENS=${OUTPUT_TOKENS:-128}
 DRAIN=${DRAIN:-60}
 WARMUP=${WARMUP:-10}  # first requests compile kernels and capture graphs: left out of the numbers
 READY_TIMEOUT=${READY_TIMEOUT:-300}
+LOADTEST_ARGS=${LOADTEST_ARGS:-}  # more `llmq loadtest compare` options, e.g. "--shape sweep --stage-duration 10"
 mkdir -p "$OUT" "$SITE"
 
 # Only the wheels whose distribution the host does not have: its torch stack stays as it is.
@@ -54,11 +55,16 @@ export PATH="$SITE/bin:$PATH"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >&2 || true
 up_flags=()
 for word in $UP_ARGS; do up_flags+=("--up-arg=$word"); done
+extra_flags=()
+for word in $LOADTEST_ARGS; do extra_flags+=("$word"); done
 
+# COMPARE_TIMEOUT (seconds): the compare gets SIGINT then, so each stack it started is stopped.
+limit=()
+[[ -n "${COMPARE_TIMEOUT:-}" ]] && limit=(timeout --signal=INT --kill-after=25 "$COMPARE_TIMEOUT")
 status=0
-"$PY" -m llmq loadtest compare --backends "$BACKENDS" --out "$WORK" \
+${limit[@]+"${limit[@]}"} "$PY" -m llmq loadtest compare --backends "$BACKENDS" --out "$WORK" \
     --users "$USERS" --duration "$DURATION" --prompt-tokens "$PROMPT_TOKENS" --output-tokens "$OUTPUT_TOKENS" \
-    --tokenizer "$MODEL_DIR" --drain "$DRAIN" --warmup "$WARMUP" --ready-timeout "$READY_TIMEOUT" "${up_flags[@]}" | tee "$OUT/compare.txt" || status=$?
+    --tokenizer "$MODEL_DIR" --drain "$DRAIN" --warmup "$WARMUP" --ready-timeout "$READY_TIMEOUT" "${up_flags[@]}" ${extra_flags[@]+"${extra_flags[@]}"} | tee "$OUT/compare.txt" || status=$?
 
 # At most a few files come back: the table, compare.json, each summary, and one archive of the rest.
 cp "$WORK/compare.json" "$OUT/" 2>/dev/null || true
