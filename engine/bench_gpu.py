@@ -154,9 +154,31 @@ def _decoders(options: GpuSuiteOptions, results: dict) -> None:
             entry["first_logits_rel_err_vs_ours"] = _rel_err(run["first_logits"], runs["ours"]["first_logits"])
             entry["greedy_tokens_agreeing_with_ours"] = _same_prefix(run["tokens"], runs["ours"]["tokens"])
         results[f"decode_{name}"] = entry
-    results["weight_bytes"] = weight_bytes
     del model
     results["_folder"] = str(folder)
+
+
+def _engine(options: GpuSuiteOptions, results: dict) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from engine.bench_gpu_engine import engine_timings, fitting_output
+    from engine.models.dummy import write_dummy_model
+
+    folder = write_dummy_model(options.model_config, Path(tempfile.mkdtemp()) / options.model_config)
+    out = options.concurrent_out
+    if options.concurrent_out_fallback is not None and options.concurrency > 0:
+        out = fitting_output(folder, options.concurrency, options.long_prompt, out, options.concurrent_out_fallback)
+        if out != options.concurrent_out:
+            _log(f"the KV of {options.concurrency} x {options.long_prompt + options.concurrent_out} tokens does not"
+                 f" fit: {out} output tokens each")
+    results["engine_requested_out"] = options.concurrent_out
+    _part(
+        results, "engine",
+        lambda: engine_timings(folder, options.prompt_len, options.new_tokens, options.concurrency, out,
+                               long_prompt=options.long_prompt, device=options.device,
+                               report=lambda numbers: _log(f"engine batch 1: {_brief(numbers)}")),
+    )
 
 
 def _suite_options(options) -> GpuSuiteOptions:
@@ -195,6 +217,7 @@ def run_gpu_suite(options=None) -> dict:
         results.update(triton=triton.__version__, transformers=transformers.__version__)
     except ImportError:
         pass
+    _log(f"suite {json.dumps({'device': results['device'], 'options': results['options']})}")
     if cuda:
         _part(results, "bandwidth", copy_bandwidth)
         _part(results, "read_bandwidth", read_bandwidth)
@@ -202,32 +225,14 @@ def run_gpu_suite(options=None) -> dict:
         if options.gemv:
             _part(results, "gemv", gemv_vs_cublas)
         _part(results, "attention", lambda: split_k_vs_single_block(options.contexts))
+    if options.engine:
+        _engine(options, results)  # first: the card is still empty
     try:
         _decoders(options, results)
     except Exception as exc:
         results["decoders"] = {"error": f"{type(exc).__name__}: {exc}"}
         traceback.print_exc()
-    folder = results.pop("_folder", None)
-    weight_bytes = results.pop("weight_bytes", 0)
-    if options.engine and folder:
-        from pathlib import Path
-
-        from engine.bench_gpu_engine import engine_timings, fitting_output
-
-        out = options.concurrent_out
-        if options.concurrent_out_fallback is not None and options.concurrency > 0:
-            out = fitting_output(Path(folder), options.concurrency, options.long_prompt, out,
-                                 options.concurrent_out_fallback, weight_bytes)
-            if out != options.concurrent_out:
-                _log(f"the KV of {options.concurrency} x {options.long_prompt + options.concurrent_out} tokens does not"
-                     f" fit: {out} output tokens each")
-        results["engine_requested_out"] = options.concurrent_out
-        _part(
-            results, "engine",
-            lambda: engine_timings(Path(folder), options.prompt_len, options.new_tokens, options.concurrency, out,
-                                   long_prompt=options.long_prompt, device=options.device,
-                                   report=lambda numbers: _log(f"engine batch 1: {_brief(numbers)}")),
-        )
+    results.pop("_folder", None)
     print(format_table(results))
     print(json.dumps(results, default=str))
     return results

@@ -49,14 +49,25 @@ def kv_bytes_per_token(folder: Path, dtype_bytes: int = 2) -> int:
     return 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * dtype_bytes  # K and V of every layer
 
 
+def weight_bytes(folder: Path, dtype_bytes: int = 2) -> int:
+    """Bytes of the model's weights, counted on the meta device (nothing allocated)."""
+    from engine.models.registry import model_class
+    from engine.models.spec import read_model_spec
+
+    spec = read_model_spec(folder)
+    with torch.device("meta"):
+        model = model_class(spec.architecture)(spec, 64)
+    return sum(p.numel() for p in model.parameters()) * dtype_bytes
+
+
 def fitting_output(folder: Path, concurrency: int, long_prompt: int, wanted: int, fallback: int,
-                   weight_bytes: int, margin_bytes: int = 6 << 30) -> int:
+                   margin_bytes: int = 6 << 30) -> int:
     """`wanted` output tokens when the KV of `concurrency` whole sequences fits beside the weights
     in the free GPU memory, else `fallback` (all requests must be in the batch at once)."""
     if not torch.cuda.is_available():
         return wanted
     free, _total = torch.cuda.mem_get_info()
-    need = concurrency * (long_prompt + wanted + 16) * kv_bytes_per_token(folder) + weight_bytes + margin_bytes
+    need = concurrency * (long_prompt + wanted + 16) * kv_bytes_per_token(folder) + weight_bytes(folder) + margin_bytes
     return wanted if need <= free else fallback
 
 

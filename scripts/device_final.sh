@@ -129,6 +129,8 @@ for line in log.splitlines():
     if line.startswith("{"):
         results = json.loads(line)
 if not results:  # cut short: the parts that ended
+    match = re.search(r"^# suite (\{.*\})$", log, re.M)
+    results = json.loads(match.group(1)) if match else {}
     for name, text in re.findall(r"^# (\w+) done in [\d.]+ s: (\{.*\}|\[.*\])$", log, re.M):
         results[name] = json.loads(text)
     match = re.search(r"^# engine batch 1: (\{.*\})$", log, re.M)
