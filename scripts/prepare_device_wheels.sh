@@ -18,7 +18,7 @@ WHEEL_DIR=${WHEEL_DIR:-.whl}
 # be replaced). Space-separated, globs allowed. Anything else is fetched; the device script
 # installs only what the host turns out to lack.
 SKIP=${SKIP:-"torch triton nvidia-* cuda-* numpy transformers tokenizers safetensors huggingface-hub hf-xet
- tiktoken regex sympy mpmath networkx jinja2 markupsafe filelock fsspec typing-extensions setuptools
+ regex sympy mpmath networkx jinja2 markupsafe filelock fsspec typing-extensions setuptools
  packaging tqdm pyyaml sentencepiece"}
 
 mkdir -p "$WHEEL_DIR"
