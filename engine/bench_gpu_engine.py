@@ -17,8 +17,9 @@ def _prompt(rng: random.Random, length: int, vocab: int) -> list[int]:
     return [rng.randrange(vocab) for _ in range(length)]
 
 
-def _drive(engine, prompts: list[list[int]], max_tokens: int) -> dict:
-    """Submit all prompts at once, step until done; per-request first/last token times."""
+def _drive(engine, prompts: list[list[int]], max_tokens: int, deadline_s: float | None = None) -> dict:
+    """Submit all prompts at once, step until done (or, past deadline_s, abort what is left);
+    per-request first/last token times."""
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -29,7 +30,12 @@ def _drive(engine, prompts: list[list[int]], max_tokens: int) -> dict:
     last: dict[str, float] = {}
     generated = 0
     steps = 0
+    stopped = False
     while engine.has_unfinished():
+        if deadline_s is not None and not stopped and time.perf_counter() - start > deadline_s:
+            stopped = True  # a bounded run: the rate so far is the saturated rate
+            for i in range(len(prompts)):
+                engine.abort(f"r{i}")
         outputs = engine.step()
         steps += 1
         now = time.perf_counter()  # step() returns host token ids, so the GPU work is done
@@ -39,7 +45,8 @@ def _drive(engine, prompts: list[list[int]], max_tokens: int) -> dict:
                 first.setdefault(out.request_id, now)
                 last[out.request_id] = now
     end = time.perf_counter()
-    return {"start": start, "end": end, "first": first, "last": last, "generated": generated, "steps": steps}
+    return {"start": start, "end": end, "first": first, "last": last, "generated": generated, "steps": steps,
+            "stopped": stopped}
 
 
 def kv_bytes_per_token(folder: Path, dtype_bytes: int = 2) -> int:
@@ -73,9 +80,10 @@ def fitting_output(folder: Path, concurrency: int, long_prompt: int, wanted: int
 
 def engine_timings(
     folder: Path, prompt_len: int, new_tokens: int, concurrency: int, concurrent_out: int,
-    long_prompt: int = 1000, device: str = "cuda", report=None,
+    long_prompt: int = 1000, device: str = "cuda", report=None, concurrent_deadline_s: float | None = None,
 ) -> dict:
-    """report(numbers): called with the batch-1 numbers before the long concurrent run."""
+    """report(numbers): called with the batch-1 numbers before the long concurrent run, which
+    stops after concurrent_deadline_s if given."""
     from engine.config import EngineConfig
     from engine.engine import Engine
 
@@ -107,7 +115,8 @@ def engine_timings(
     if report is not None:
         report(result)
     if concurrency > 0:
-        many = _drive(engine, [_prompt(rng, long_prompt, vocab) for _ in range(concurrency)], concurrent_out)
+        prompts = [_prompt(rng, long_prompt, vocab) for _ in range(concurrency)]
+        many = _drive(engine, prompts, concurrent_out, concurrent_deadline_s)
         elapsed = many["end"] - many["start"]
         ttfts = sorted(t - many["start"] for t in many["first"].values())
         result.update(
@@ -117,6 +126,8 @@ def engine_timings(
                 "throughput_tok_s": many["generated"] / elapsed,
                 "concurrent_elapsed_s": elapsed,
                 "concurrent_median_ttft_s": ttfts[len(ttfts) // 2],
+                "concurrent_stopped_at_s": concurrent_deadline_s if many["stopped"] else None,
+                "concurrent_generated": many["generated"],
             }
         )
     del engine

@@ -68,6 +68,9 @@ def format_table(results: dict) -> str:
         if engine.get("concurrency"):
             out, wanted = engine["concurrent_out_tokens"], results.get("engine_requested_out", engine["concurrent_out_tokens"])
             cut = f" (output cut from {wanted}: its KV does not fit)" if out != wanted else ""
+            if engine.get("concurrent_stopped_at_s"):
+                cut += (f" (stopped at {engine['concurrent_stopped_at_s']:.0f} s after"
+                        f" {engine['concurrent_generated']} tokens)")
             lines.append(
                 f"engine saturated: {engine['concurrency']} concurrent x {long} in / {out} out{cut}:"
                 f" {_fmt(engine.get('throughput_tok_s'))} tok/s generated in {_fmt(engine.get('concurrent_elapsed_s'))} s,"
