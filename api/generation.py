@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from api.detokenize import ChoiceText
 from api.plan import Plan
 from api.schemas import PromptTokensDetails, Usage
-from api.stream import Failed, Finished, GenerationRun, Idle, Tokens
+from api.events import Failed, Finished, Idle, Tokens
+from api.stream import GenerationRun
 from workers.protocol import TokenLogprobWire
 
 

@@ -20,7 +20,8 @@ from api.generation import Delta, Generation
 from api.plan import Plan
 from api.resources import Gateway
 from api.responses import ChunkMaker, WholeResponse
-from api.stream import ChoiceJob, Failed, GenerationRun, Idle
+from api.events import Failed, Idle
+from api.stream import ChoiceJob, GenerationRun
 
 TIMEOUT_HEADER = "x-request-timeout"
 EVENT_STREAM = "text/event-stream"

@@ -20,9 +20,10 @@ import msgspec
 from redis.asyncio import Redis
 
 from api.dispatch import Dispatcher
+from api.events import Event, Failed, Finished, Idle, Tokens
 from api.stream_hub import StreamHub, Subscription
 from workers.protocol import (
-    ABORT_CHANNEL, CLIENT_TTL_S, EVENT_FIELD, LEASE_TTL_S, GenerateJob, Sampling, TokenLogprobWire,
+    ABORT_CHANNEL, CLIENT_TTL_S, EVENT_FIELD, LEASE_TTL_S, GenerateJob, Sampling,
     abort_key, client_key, decode_event, lease_key, stream_key,
 )
 
@@ -55,31 +56,6 @@ class ChoiceJob:
     needs_redispatch: bool = False  # its worker said it cannot finish it (shutting down)
 
 
-@dataclass
-class Tokens:
-    index: int
-    token_ids: list[int]
-    logprobs: list[TokenLogprobWire] | None
-
-
-@dataclass
-class Finished:
-    index: int
-    finish_reason: str
-
-
-@dataclass
-class Failed:
-    message: str
-    status: int = 503
-    code: str = "worker_failed"
-
-
-class Idle:
-    """Nothing arrived for a while: a chance to send a keep-alive."""
-
-
-Event = Tokens | Finished | Failed | Idle
 
 
 class GenerationRun:
@@ -101,12 +77,12 @@ class GenerationRun:
     def _job(self, index: int) -> ChoiceJob:
         return self.jobs[index]
 
-    def _wire_job(self, job: ChoiceJob) -> GenerateJob:
+    def _wire_job(self, job: ChoiceJob, attempt: int) -> GenerateJob:
         left = job.sampling.max_tokens - len(job.received)
         return GenerateJob(
             request_id=job.request_id, model=self.model, prompt_token_ids=job.prompt_token_ids + job.received,
             sampling=msgspec.structs.replace(job.sampling, max_tokens=left), deadline=self.deadline,
-            attempt=job.attempt, enqueued_at=time.time(),
+            attempt=attempt, enqueued_at=time.time(),
         )
 
     async def start(self) -> None:
@@ -114,7 +90,7 @@ class GenerationRun:
         self.subscription = await self.hub.subscribe([stream_key(j.request_id) for j in self.jobs])
         await self._refresh_client_keys(force=True)
         for job in self.jobs:
-            await self.dispatcher.send(self._wire_job(job))
+            await self.dispatcher.send(self._wire_job(job, job.attempt))
 
     async def _refresh_client_keys(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -156,11 +132,14 @@ class GenerationRun:
                     return
             if not produced:
                 yield Idle()
-            async for event in self._check_leases():
-                yield event
-                if isinstance(event, Failed):
-                    await self.abort_all()
-                    return
+            try:
+                async for event in self._check_leases():
+                    yield event
+                    if isinstance(event, Failed):
+                        await self.abort_all()
+                        return
+            except Exception as exc:  # Redis blip during a check: the next round checks again
+                log.warning("lease check failed: %s", exc)
 
     async def _read(self, block: bool, jobs: list[ChoiceJob] | None = None) -> list:
         """[(stream key, [(entry id, fields), ...]), ...] as XREAD answers."""
@@ -251,18 +230,22 @@ class GenerationRun:
             yield Failed(f"The worker serving this request was lost {self.max_attempts} times; giving up.",
                          status=503, code="worker_lost")
             return
+        # Sent before the attempt counts: if sending fails, the next check tries again.
+        await self.dispatcher.send(self._wire_job(job, job.attempt + 1))
         job.attempt += 1
         job.started = False
         self.redispatches += 1
-        log.warning("lease of %s lapsed; continuing as attempt %d after %d tokens",
+        log.warning("worker of %s lost; continuing as attempt %d after %d tokens",
                     job.request_id, job.attempt, len(job.received))
-        await self.dispatcher.send(self._wire_job(job))
 
     async def abort(self, index: int) -> None:
         """Stops one choice (a stop string matched): the worker frees it, no more events are read."""
         job = self._job(index)
         job.finished = True
-        await self._send_aborts([job])
+        try:
+            await self._send_aborts([job])
+        except Exception as exc:  # its client key is no longer refreshed: the worker stops when it lapses
+            log.warning("could not send abort: %s", exc)
 
     async def abort_all(self) -> None:
         await self._send_aborts([j for j in self.jobs if not j.finished])

@@ -20,6 +20,7 @@ log = logging.getLogger("llmq.gateway")
 
 BLOCK_MS = 1000
 RETRY_S = 0.1
+STOP_WAIT_S = 2.0
 
 
 def _id(entry_id: bytes | str) -> tuple[int, int]:
@@ -59,15 +60,24 @@ class StreamHub:
         self._reader_id: int | None = None
         self._reading: set[str] = set()  # keys of the XREAD now blocked
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="llmq-stream-hub")
 
     async def stop(self) -> None:
-        if self._task:
+        """Ends the loop by unblocking its XREAD: cancelling a task blocked in redis-py's read can
+        wait on the socket well past the block."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._changed.set()
+        if self._reader_id is not None:
+            with contextlib.suppress(Exception):
+                await self.commands.client_unblock(self._reader_id)
+        await asyncio.wait({self._task}, timeout=STOP_WAIT_S)
+        if not self._task.done():
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def subscribe(self, keys: list[str]) -> Subscription:
         subscription = Subscription(keys)
@@ -113,7 +123,7 @@ class StreamHub:
         return subscription.take()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             if not self.subscribers:
                 self._changed.clear()
                 await self._changed.wait()
