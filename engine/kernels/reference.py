@@ -129,7 +129,9 @@ def rms_norm(
         x = x + residual
         residual = x
     if x.dtype == torch.float32:
-        out = F.rms_norm(x, weight.shape, weight, eps)  # one op: this runs 2 * layers times a step
+        # Hugging Face's formula, op for op. Measured faster at decode than F.rms_norm, whose CPU
+        # kernel decomposes into more ops than these four.
+        out = weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
     else:
         # Normalise in float32 whatever the activation dtype, as the checkpoints were trained.
         out = weight * F.rms_norm(x.float(), weight.shape, None, eps).to(x.dtype)
@@ -139,10 +141,42 @@ def rms_norm(
 def rotary(
     q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    # cos_sin_cache [P, D]: cos of the D/2 frequencies, then their sin (neox / rotate-half layout).
-    cos, sin = cos_sin_cache.index_select(0, positions).unsqueeze(1).chunk(2, dim=-1)  # [T, 1, D/2]
+    cos, sin = _step_cos_sin(cos_sin_cache, positions)  # [T, 1, D/2] each
     # q and k rotated as one [T, Hq + Hkv, D] tensor: half the ops of rotating each.
-    return _rotate(torch.cat((q, k), dim=1), cos, sin).split((q.shape[1], k.shape[1]), dim=1)
+    qk = _side_by_side(q, k)
+    if qk is None:
+        qk = torch.cat((q, k), dim=1)
+    return _rotate(qk, cos, sin).split((q.shape[1], k.shape[1]), dim=1)
+
+
+_last_cos_sin: tuple = ()  # (cos_sin_cache, positions, cos, sin) of the latest CPU call
+
+
+def _step_cos_sin(cos_sin_cache: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [T, 1, D/2] of the positions. cos_sin_cache [P, D]: cos then sin of the D/2
+    frequencies (neox / rotate-half layout).
+
+    On the CPU they are gathered once per step, not once per layer: every layer of a step passes
+    the same positions tensor, and the runner builds a new one each step. Not on CUDA, where
+    graph inputs are static buffers rewritten in place between steps."""
+    global _last_cos_sin
+    last = _last_cos_sin
+    if last and last[0] is cos_sin_cache and last[1] is positions:
+        return last[2], last[3]
+    cos, sin = cos_sin_cache.index_select(0, positions).unsqueeze(1).chunk(2, dim=-1)
+    if positions.device.type == "cpu":
+        _last_cos_sin = (cos_sin_cache, positions, cos, sin)
+    return cos, sin
+
+
+def _side_by_side(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+    """q [T, Hq, D] and k [T, Hkv, D] as one [T, Hq + Hkv, D] view when k's heads follow q's in
+    memory (both split from one qkv projection): a view instead of a cat."""
+    if q.stride() != k.stride() or q.dtype != k.dtype or q.untyped_storage().data_ptr() != k.untyped_storage().data_ptr():
+        return None
+    if k.data_ptr() != q.data_ptr() + q.shape[1] * q.stride(1) * q.element_size():
+        return None
+    return q.as_strided((q.shape[0], q.shape[1] + k.shape[1], q.shape[2]), q.stride())
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -159,4 +193,4 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     gate, up = x.chunk(2, dim=-1)
-    return F.silu(gate) * up
+    return F.silu(gate).mul_(up)  # one allocation, not two
