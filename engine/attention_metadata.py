@@ -20,6 +20,9 @@ class AttentionMetadata:
     max_query_len: int
     max_seq_len: int
     sample_indices: torch.Tensor  # [S] int64: the last token of each chunk that samples, in chunk order
+    # CPU decode of one sequence whose blocks are consecutive: its K/V are the pool's slots
+    # range(start, start + seq_len), read as a view by every layer without its block table.
+    lone_kv_slots: range | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -61,6 +64,7 @@ def build_step_inputs(
         max_query_len=max(c.num_tokens for c in batch.chunks),
         max_seq_len=max(seq_lens),
         sample_indices=_tensor(sample_indices, torch.int64, device),
+        lone_kv_slots=_lone_kv_slots(batch, tables, seq_lens, block_size, device),
     )
     return _tensor(input_ids, torch.int64, device), metadata
 
@@ -69,3 +73,14 @@ def _tensor(values: list, dtype: torch.dtype, device: torch.device) -> torch.Ten
     host = torch.tensor(values, dtype=dtype)
     # Pinned memory would help here on CUDA; the copy is small either way.
     return host if device.type == "cpu" else host.to(device, non_blocking=True)
+
+
+def _lone_kv_slots(batch: ScheduledBatch, tables: list[list[int]], seq_lens: list[int], block_size: int, device) -> range | None:
+    # Only the CPU reference reads it; a CUDA step keeps its block tables (and its graphs).
+    if device.type != "cpu" or len(tables) != 1 or batch.chunks[0].num_tokens != 1:
+        return None
+    table = tables[0]
+    if table != list(range(table[0], table[0] + len(table))):
+        return None
+    start = table[0] * block_size
+    return range(start, start + seq_lens[0])

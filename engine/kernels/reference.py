@@ -70,21 +70,35 @@ def _sequence_kv(k_cache, v_cache, block_row, seq_len) -> tuple[torch.Tensor, to
     return k, v
 
 
+def lone_sequence_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slots: range, scale: float
+) -> torch.Tensor:
+    """Decode attention of one sequence whose K/V fill the consecutive cache slots `slots`:
+    q [1, Hq, D] -> [1, Hq, D]. Reads a view of the pool: no block table, no host read."""
+    k = k_cache.view(-1, *k_cache.shape[2:])[slots.start : slots.stop]  # [L, Hkv, D]
+    v = v_cache.view(-1, *v_cache.shape[2:])[slots.start : slots.stop]
+    return _sdpa_one_query(q, k, v, scale)
+
+
+def _sdpa_one_query(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    # 4-D inputs: with 3-D ones SDPA takes its slow math path on the CPU.
+    out = F.scaled_dot_product_attention(
+        q.unsqueeze(2),  # [1, Hq, 1, D]
+        k.unsqueeze(0).transpose(1, 2),  # [1, Hkv, L, D]
+        v.unsqueeze(0).transpose(1, 2),
+        scale=scale,
+        enable_gqa=True,
+    )
+    return out.squeeze(2)
+
+
 def _decode_attention(q, k_cache, v_cache, block_tables, seq_lens, scale) -> torch.Tensor:
     # q [B, Hq, D]: one query per sequence, at position seq_len - 1.
     num_seqs = block_tables.shape[0]
     if num_seqs == 1 and q.device.type == "cpu":
         # One sequence: read exactly its length, no mask (host reads are free on the CPU).
         k, v = _sequence_kv(k_cache, v_cache, block_tables[0], seq_lens.tolist()[0])  # [L, Hkv, D]
-        # 4-D inputs: with 3-D ones SDPA takes its slow math path on the CPU.
-        out = F.scaled_dot_product_attention(
-            q.unsqueeze(2),  # [1, Hq, 1, D]
-            k.unsqueeze(0).transpose(1, 2),  # [1, Hkv, L, D]
-            v.unsqueeze(0).transpose(1, 2),
-            scale=scale,
-            enable_gqa=True,
-        )
-        return out.squeeze(2)
+        return _sdpa_one_query(q, k, v, scale)
     # index_select on the flat table: cheaper than advanced indexing, which this runs per layer.
     flat = block_tables.view(-1)
     k = k_cache.index_select(0, flat).view(num_seqs, -1, *k_cache.shape[2:])  # [B, nb*bs, Hkv, D]

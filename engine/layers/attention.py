@@ -7,6 +7,7 @@ from torch import nn
 
 from engine import kernels
 from engine.attention_metadata import AttentionMetadata
+from engine.kernels import reference
 from engine.layers.linear import Linear, MergedLinear
 from engine.layers.rotary import RotaryEmbedding
 
@@ -40,6 +41,9 @@ class Attention(nn.Module):
         q, k, v = qkv.split(self.head_split, dim=1)  # [T, Hq, D], [T, Hkv, D], [T, Hkv, D]
         q, k = self.rotary(meta.positions, q, k)
         kernels.write_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
+        if meta.lone_kv_slots is not None:
+            out = reference.lone_sequence_attention(q, self.k_cache, self.v_cache, meta.lone_kv_slots, self.scale)
+            return self.o_proj(out.flatten(1))
         out = kernels.paged_attention(
             q,
             self.k_cache,

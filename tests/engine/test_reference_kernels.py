@@ -116,3 +116,27 @@ def test_rotary_rotates_halves_by_position_angle():
 def test_silu_and_mul():
     x = torch.randn(3, 10)
     torch.testing.assert_close(reference.silu_and_mul(x), torch.nn.functional.silu(x[:, :5]) * x[:, 5:])
+
+
+def test_lone_sequence_attention_reads_consecutive_slots():
+    head_dim, block_size, seq_len = 16, 16, 37
+    q, k_cache, v_cache, _, _, _, keys, values = make_batch(
+        [1], [seq_len], 6, 2, head_dim, block_size, num_blocks=24, seed=1, shuffle=False
+    )
+    start = 0  # unshuffled: the lone sequence holds blocks 0, 1, 2
+    out = reference.lone_sequence_attention(q, k_cache, v_cache, range(start, start + seq_len), 1 / math.sqrt(head_dim))
+    torch.testing.assert_close(out, naive_attention(q, keys[0], values[0], 1 / math.sqrt(head_dim)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_tokens", [1, 5])
+def test_rotary_of_q_and_k_split_from_one_projection_equals_rotary_of_copies(num_tokens):
+    head_dim, positions = 8, torch.arange(num_tokens) + 2
+    angles = torch.outer(torch.arange(10).float(), 1.0 / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    cache = torch.cat((angles.cos(), angles.sin()), dim=-1)
+    qkv = torch.randn(num_tokens, 3 + 1 + 1, head_dim)  # q|k|v heads of one projection
+    q, k, _ = qkv.split([3, 1, 1], dim=1)  # views side by side: rotated as one view
+    q_rot, k_rot = reference.rotary(q, k, positions, cache)
+    q_copy_rot, k_copy_rot = reference.rotary(q.clone(), k.clone(), positions.clone(), cache)
+    torch.testing.assert_close(q_rot, q_copy_rot, atol=0, rtol=0)
+    torch.testing.assert_close(k_rot, k_copy_rot, atol=0, rtol=0)
+    torch.testing.assert_close(qkv[:, :3], q)  # the projection itself is left as it was

@@ -1,0 +1,33 @@
+"""Which steps get the lone-sequence view of the KV pool (pure logic, no model)."""
+
+import torch
+
+from engine.attention_metadata import build_step_inputs
+from engine.sequence import ScheduledBatch, ScheduledChunk, Sequence
+from engine.types import SamplingParams
+
+CPU = torch.device("cpu")
+
+
+def sequence(request_id, num_tokens, block_table):
+    return Sequence(request_id, list(range(1, num_tokens + 1)), SamplingParams(), 0, block_table=block_table)
+
+
+def test_a_lone_decode_over_consecutive_blocks_reads_a_slot_range():
+    seq = sequence("a", 20, [3, 4])
+    _, meta = build_step_inputs(ScheduledBatch([ScheduledChunk(seq, 19, 1)]), 16, CPU)
+    assert meta.lone_kv_slots == range(48, 68)
+    assert meta.slot_mapping.tolist() == [67]
+
+
+def test_scattered_blocks_prefills_and_batches_keep_the_block_tables():
+    scattered = sequence("a", 20, [4, 3])
+    consecutive = sequence("b", 20, [0, 1])
+    batches = [
+        [ScheduledChunk(scattered, 19, 1)],
+        [ScheduledChunk(consecutive, 0, 20)],
+        [ScheduledChunk(consecutive, 19, 1), ScheduledChunk(scattered, 19, 1)],
+    ]
+    for chunks in batches:
+        _, meta = build_step_inputs(ScheduledBatch(chunks), 16, CPU)
+        assert meta.lone_kv_slots is None
