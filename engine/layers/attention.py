@@ -1,4 +1,6 @@
-"""Self-attention over the paged KV cache: qkv projection, rotary, cache write, paged attention."""
+"""Self-attention over the paged KV cache: qkv projection, rotary, cache write, paged attention.
+
+Submodules are called through `.forward` on this per-layer hot path (see engine/models/llama.py)."""
 
 from __future__ import annotations
 
@@ -37,13 +39,13 @@ class Attention(nn.Module):
         self.v_cache = torch.empty(0)
 
     def forward(self, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        qkv = self.qkv_proj(hidden).view(-1, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
+        qkv = self.qkv_proj.forward(hidden).view(-1, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
         q, k, v = qkv.split(self.head_split, dim=1)  # [T, Hq, D], [T, Hkv, D], [T, Hkv, D]
-        q, k = self.rotary(meta.positions, q, k)
+        q, k = self.rotary.forward(meta.positions, q, k)
         kernels.write_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
         if meta.lone_kv_slots is not None:
             out = reference.lone_sequence_attention(q, self.k_cache, self.v_cache, meta.lone_kv_slots, self.scale)
-            return self.o_proj(out.flatten(1))
+            return self.o_proj.forward(out.flatten(1))
         out = kernels.paged_attention(
             q,
             self.k_cache,
@@ -54,4 +56,4 @@ class Attention(nn.Module):
             self.scale,
             meta.max_query_len,
         )  # [T, Hq, D]
-        return self.o_proj(out.flatten(1))
+        return self.o_proj.forward(out.flatten(1))

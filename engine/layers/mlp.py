@@ -17,4 +17,5 @@ class SwiGLU(nn.Module):
         self.down_proj = Linear(intermediate_size, hidden_size, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(kernels.silu_and_mul(self.gate_up_proj(x)))  # [T, H] -> [T, 2I] -> [T, I] -> [T, H]
+        # [T, H] -> [T, 2I] -> [T, I] -> [T, H]; .forward: see engine/models/llama.py.
+        return self.down_proj.forward(kernels.silu_and_mul(self.gate_up_proj.forward(x)))
