@@ -34,14 +34,31 @@ def load_hf_model(config: EngineConfig):
     device, dtype = resolve_device_dtype(config)
     try:
         if config.dummy_weights:
-            torch.manual_seed(config.seed)
-            model_config = AutoConfig.from_pretrained(config.model)
-            model = AutoModelForCausalLM.from_config(model_config, dtype=dtype)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
+            return dummy_hf_model(AutoConfig.from_pretrained(config.model), device, dtype, config.seed).eval()
+        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load {config.model}: {error}") from error
     return model.to(device).eval()
+
+
+def dummy_hf_model(model_config, device, dtype, seed: int):
+    """Random weights of `model_config`, made where they will run: built on `device` in `dtype`
+    with transformers' own initialisation skipped (it would fill every weight a first time, on
+    the CPU for an 8B model minutes), then filled in place like our engine's dummy weights
+    (normal std 0.02, norm scales 1, seeded). Buffers (rotary frequencies) are computed as usual."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    from engine.loader import fill_dummy_weights
+
+    with torch.device(device), no_init_weights():
+        model = AutoModelForCausalLM.from_config(model_config, dtype=dtype)
+    model.tie_weights()  # skipped with the initialisation; ties the LM head to the embeddings where the config says so
+    if model.device.type != "meta":  # meta: shapes only, nothing to fill
+        with torch.no_grad():
+            fill_dummy_weights(model, seed)
+    return model
 
 
 def eos_token_ids(model) -> tuple[int, ...]:

@@ -112,3 +112,41 @@ def test_batched_greedy_equals_transformers_generate(hf_batched_engine):
 def test_batched_refuses_sampling(hf_batched_engine):
     with pytest.raises(InvalidRequestError, match="hf-batched"):
         hf_batched_engine.add_request("sampled", TEXT_PROMPT, SamplingParams(temperature=0.8))
+
+
+def test_dummy_weights_are_seeded_and_filled_like_our_engines(model_dir):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = EngineConfig(model=str(model_dir), device="cpu", dummy_weights=True, seed=3)
+    one, two = create_engine("hf", config), create_engine("hf", config)
+    try:
+        model = one.model
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), two.model.state_dict().values()))
+        assert model.lm_head.weight is model.model.embed_tokens.weight  # SmolLM2 ties them
+        assert torch.equal(model.model.norm.weight, torch.ones_like(model.model.norm.weight))
+        assert abs(model.model.layers[0].mlp.up_proj.weight.std().item() - 0.02) < 0.001
+        # The rotary frequencies are those of transformers' usual construction.
+        usual = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+        assert torch.equal(model.model.rotary_emb.inv_freq, usual.model.rotary_emb.inv_freq)
+        one.add_request("a", TEXT_PROMPT, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
+        tokens, _ = drain(one)
+        assert len(tokens["a"]) == 4
+    finally:
+        one.close()
+        two.close()
+
+
+def test_dummy_model_is_built_on_the_target_device(tmp_path):
+    """An 8B config on the meta device: nothing is allocated on the CPU first (that took minutes)."""
+    import torch
+    from transformers import AutoConfig
+
+    from engine.backends.hf_model import dummy_hf_model
+    from engine.models.dummy import write_dummy_model
+
+    folder = write_dummy_model("llama-3.1-8b", tmp_path / "llama", tokenizer_from=tmp_path)
+    model = dummy_hf_model(AutoConfig.from_pretrained(folder), torch.device("meta"), torch.bfloat16, seed=0)
+    params = list(model.parameters())
+    assert {p.device.type for p in params} == {"meta"} and {p.dtype for p in params} == {torch.bfloat16}
+    assert sum(p.numel() for p in params) > 8e9
