@@ -20,9 +20,10 @@ class AttentionMetadata:
     max_query_len: int
     max_seq_len: int
     sample_indices: torch.Tensor  # [S] int64: the last token of each chunk that samples, in chunk order
-    # CPU decode of one sequence whose blocks are consecutive: its K/V are the pool's slots
-    # range(start, start + seq_len), read as a view by every layer without its block table.
-    lone_kv_slots: range | None = None
+    # CPU decode of one sequence: the cache slots of its K/V, position by position, found once
+    # per step rather than by every layer from the block table. A range when its blocks are
+    # consecutive (read as a view of the pool), else a [seq_len] int64 tensor (gathered).
+    lone_kv_slots: range | torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -75,12 +76,15 @@ def _tensor(values: list, dtype: torch.dtype, device: torch.device) -> torch.Ten
     return host if device.type == "cpu" else host.to(device, non_blocking=True)
 
 
-def _lone_kv_slots(batch: ScheduledBatch, tables: list[list[int]], seq_lens: list[int], block_size: int, device) -> range | None:
+def _lone_kv_slots(
+    batch: ScheduledBatch, tables: list[list[int]], seq_lens: list[int], block_size: int, device
+) -> range | torch.Tensor | None:
     # Only the CPU reference reads it; a CUDA step keeps its block tables (and its graphs).
     if device.type != "cpu" or len(tables) != 1 or batch.chunks[0].num_tokens != 1:
         return None
-    table = tables[0]
-    if table != list(range(table[0], table[0] + len(table))):
-        return None
-    start = table[0] * block_size
-    return range(start, start + seq_lens[0])
+    table, seq_len = tables[0], seq_lens[0]
+    if table == list(range(table[0], table[0] + len(table))):
+        return range(table[0] * block_size, table[0] * block_size + seq_len)
+    # Blocks reused from finished requests sit anywhere in the pool: slot of every position.
+    blocks = torch.tensor(table, dtype=torch.int64)[:, None] * block_size  # [nb, 1]
+    return (blocks + torch.arange(block_size)).view(-1)[:seq_len]

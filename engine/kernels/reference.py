@@ -71,12 +71,17 @@ def _sequence_kv(k_cache, v_cache, block_row, seq_len) -> tuple[torch.Tensor, to
 
 
 def lone_sequence_attention(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slots: range, scale: float
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slots: range | torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """Decode attention of one sequence whose K/V fill the consecutive cache slots `slots`:
-    q [1, Hq, D] -> [1, Hq, D]. Reads a view of the pool: no block table, no host read."""
-    k = k_cache.view(-1, *k_cache.shape[2:])[slots.start : slots.stop]  # [L, Hkv, D]
-    v = v_cache.view(-1, *v_cache.shape[2:])[slots.start : slots.stop]
+    """Decode attention of one sequence whose K/V sit in the cache slots `slots`, in position
+    order: q [1, Hq, D] -> [1, Hq, D]. A range is read as a view of the pool; a [L] int64 tensor
+    is gathered. No block table, no host read."""
+    k_flat = k_cache.view(-1, *k_cache.shape[2:])  # [N * bs, Hkv, D]
+    v_flat = v_cache.view(-1, *v_cache.shape[2:])
+    if isinstance(slots, range):
+        k, v = k_flat[slots.start : slots.stop], v_flat[slots.start : slots.stop]  # [L, Hkv, D]
+    else:
+        k, v = k_flat.index_select(0, slots), v_flat.index_select(0, slots)
     return _sdpa_one_query(q, k, v, scale)
 
 

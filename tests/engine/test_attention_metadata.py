@@ -20,11 +20,16 @@ def test_a_lone_decode_over_consecutive_blocks_reads_a_slot_range():
     assert meta.slot_mapping.tolist() == [67]
 
 
-def test_scattered_blocks_prefills_and_batches_keep_the_block_tables():
+def test_a_lone_decode_over_scattered_blocks_lists_every_slot():
+    seq = sequence("a", 20, [4, 1])
+    _, meta = build_step_inputs(ScheduledBatch([ScheduledChunk(seq, 19, 1)]), 16, CPU)
+    assert meta.lone_kv_slots.tolist() == list(range(64, 80)) + list(range(16, 20))
+
+
+def test_prefills_and_batches_keep_the_block_tables():
     scattered = sequence("a", 20, [4, 3])
     consecutive = sequence("b", 20, [0, 1])
     batches = [
-        [ScheduledChunk(scattered, 19, 1)],
         [ScheduledChunk(consecutive, 0, 20)],
         [ScheduledChunk(consecutive, 19, 1), ScheduledChunk(scattered, 19, 1)],
     ]

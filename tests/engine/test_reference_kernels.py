@@ -128,6 +128,16 @@ def test_lone_sequence_attention_reads_consecutive_slots():
     torch.testing.assert_close(out, naive_attention(q, keys[0], values[0], 1 / math.sqrt(head_dim)), atol=1e-5, rtol=1e-5)
 
 
+def test_lone_sequence_attention_gathers_scattered_slots():
+    head_dim, block_size, seq_len = 16, 16, 37
+    q, k_cache, v_cache, block_tables, _, _, keys, values = make_batch(
+        [1], [seq_len], 6, 2, head_dim, block_size, num_blocks=24, seed=2, shuffle=True
+    )
+    slots = (block_tables[0].long()[:, None] * block_size + torch.arange(block_size)).view(-1)[:seq_len]
+    out = reference.lone_sequence_attention(q, k_cache, v_cache, slots, 1 / math.sqrt(head_dim))
+    torch.testing.assert_close(out, naive_attention(q, keys[0], values[0], 1 / math.sqrt(head_dim)), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("num_tokens", [1, 5])
 def test_rotary_of_q_and_k_split_from_one_projection_equals_rotary_of_copies(num_tokens):
     head_dim, positions = 8, torch.arange(num_tokens) + 2
