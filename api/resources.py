@@ -66,7 +66,7 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
     # XREAD BLOCK needs a socket timeout longer than the block.
     stream_reader = _redis(settings.redis_url, 1, BLOCK_MS / 1000 + timeout, timeout)
     hub = StreamHub(stream_reader, redis)
-    dispatcher = Dispatcher(settings.redis_url, timeout)
+    dispatcher = Dispatcher(redis)
     watch = WorkerWatch(redis, settings.heartbeat_poll_s)
     gateway = Gateway(
         settings=settings,
@@ -89,6 +89,5 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await hub.stop()
-        dispatcher.close()
         await redis.aclose()
         await stream_reader.aclose()

@@ -86,22 +86,36 @@ class GenerationRun:
         )
 
     async def start(self) -> None:
-        """Marks the client present, then dispatches every choice. Raises if Redis is unreachable."""
-        self.subscription = await self.hub.subscribe([stream_key(j.request_id) for j in self.jobs])
-        await self._refresh_client_keys(force=True)
-        for job in self.jobs:
-            await self.dispatcher.send(self._wire_job(job, job.attempt))
+        """Subscribes to the streams, marks the client present and dispatches every choice, all in
+        one round trip to Redis (the client key is set before the job can reach a worker). Raises if
+        Redis is unreachable."""
+        keys = [stream_key(j.request_id) for j in self.jobs]
+        self.subscription = self.hub.register(keys)
+        reader = self.hub.reader_to_unblock(keys)
+        self._client_refreshed_at = time.monotonic()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if reader is not None:  # first: the XREAD comes back with these keys while the job travels
+                pipe.client_unblock(reader)
+            self._set_client_keys(pipe)
+            for job in self.jobs:
+                self.dispatcher.push(pipe, self._wire_job(job, job.attempt))
+            replies = await pipe.execute()
+        if reader is not None and not replies[0]:
+            await self.hub.wake_for(keys)  # that XREAD was not blocked yet
 
-    async def _refresh_client_keys(self, force: bool = False) -> None:
+    def _set_client_keys(self, pipe) -> None:
+        ttl_ms = int(CLIENT_TTL_S * 1000)
+        for job in self.jobs:
+            if not job.finished:
+                pipe.set(client_key(job.request_id), b"1", px=ttl_ms)
+
+    async def _refresh_client_keys(self) -> None:
         now = time.monotonic()
-        if not force and now - self._client_refreshed_at < CLIENT_TTL_S / 3:
+        if now - self._client_refreshed_at < CLIENT_TTL_S / 3:
             return
         self._client_refreshed_at = now
-        ttl_ms = int(CLIENT_TTL_S * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for job in self.jobs:
-                if not job.finished:
-                    pipe.set(client_key(job.request_id), b"1", px=ttl_ms)
+            self._set_client_keys(pipe)
             await pipe.execute()
 
     async def events(self) -> AsyncIterator[Event]:

@@ -80,18 +80,30 @@ class StreamHub:
             self._task.cancel()
 
     async def subscribe(self, keys: list[str]) -> Subscription:
+        subscription = self.register(keys)
+        await self.wake_for(keys)
+        return subscription
+
+    def register(self, keys: list[str]) -> Subscription:
+        """Subscribes without waking the blocked XREAD: the caller sends reader_to_unblock()'s
+        CLIENT UNBLOCK in its own pipeline, then calls wake_for() if that found nothing blocked."""
         subscription = Subscription(keys)
         for key in keys:
             self.subscribers[key] = subscription
         self._changed.set()
-        await self._wake_for(set(keys))
         return subscription
 
-    async def _wake_for(self, keys: set[str]) -> None:
+    def reader_to_unblock(self, keys: list[str]) -> int | None:
+        """The client id of the blocked XREAD if it lacks these keys."""
+        if self._reader_id is None or not self._reading or set(keys) <= self._reading:
+            return None
+        return self._reader_id
+
+    async def wake_for(self, keys: list[str]) -> None:
         """Ends a blocked XREAD that lacks these keys, so the next one includes them. The XREAD may
         be on its way to Redis and not yet blocked: then unblocking finds nothing, so try again."""
         for _ in range(50):
-            if self._reader_id is None or not self._reading or keys <= self._reading:
+            if self.reader_to_unblock(keys) is None:
                 return
             try:
                 if await self.commands.client_unblock(self._reader_id):
