@@ -16,6 +16,54 @@ from pathlib import Path
 
 from llmq.redis_server import RedisServer, free_port
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the process that started it dies, so a
+    parent killed outright (SIGKILL, a timeout) leaves no orphaned stack behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (children, theirs, ...), read from /proc; empty where there is none."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, frontier = [], [pid]
+    while frontier:
+        children = parents.get(frontier.pop(), [])
+        found += children
+        frontier += children
+    return found
+
+
+def process_groups(pids: list[int]) -> set[int]:
+    groups = set()
+    for pid in pids:
+        try:
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
+            pass
+    return groups
+
+
+def kill_groups(groups: set[int]) -> None:
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
 
 @dataclass
 class Child:
@@ -58,11 +106,13 @@ def spawn(name: str, args: list[str], log_dir: Path | None = None, env: dict[str
     """Start args in a new session (its own process group); output to log_dir/<name>.log if given.
     env: variables set on top of this process's environment."""
     full_env = {**os.environ, **env} if env else None
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
     if log_dir is None:
-        return Child(name, subprocess.Popen(args, start_new_session=True, env=full_env))
+        return Child(name, subprocess.Popen(args, start_new_session=True, env=full_env, preexec_fn=preexec))
     log_path = Path(log_dir) / f"{name}.log"
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=full_env)
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=full_env,
+                                   preexec_fn=preexec)
     return Child(name, process, log_path)
 
 

@@ -13,6 +13,10 @@ import click
 from llmq.paths import DEFAULT_MODEL, resolve_model
 
 
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived before the stack was up."""
+
+
 def _say(line: str) -> None:
     click.echo(line, err=True)
 
@@ -66,16 +70,24 @@ def up(model: str | None, backend: str, port: int, num_workers: int, device: str
                        worker_envs=worker_envs, worker_extra=("--drain-grace", "5", "--log-level", "warning"),
                        gateway_extra=("--log-level", "warning"))
     stopping = False
+    serving = False
 
     def request_stop(signum, _frame) -> None:
         nonlocal stopping
+        if stopping:
+            return
         stopping = True
+        if not serving:
+            # Still starting (a worker may load for minutes): abort the start, which stops
+            # everything started so far, instead of waiting out the readiness timeout.
+            raise StopRequested(f"signal {signum} while starting")
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     _say(f"starting redis, {num_workers} {backend} worker(s) on {device} for {folder.name} and the gateway ...")
     try:
         stack.start(timeout=300, progress=_say)
+        serving = True
         url = f"{stack.url}/v1"
         click.echo(f"\nllmq is up: {url}   (Ctrl-C stops it)")
         click.echo(f"curl {url}/chat/completions -H 'Content-Type: application/json' "
@@ -87,6 +99,8 @@ def up(model: str | None, backend: str, port: int, num_workers: int, device: str
             time.sleep(0.2)  # supervising: nothing to wake us but a signal or a child's exit
     except (RuntimeError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
+    except StopRequested:
+        _say("stopped while starting")
     finally:
         _say("stopping ...")
         stack.stop()

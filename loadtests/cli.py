@@ -102,6 +102,16 @@ def clean_errors():
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a job's timeout) unwinds like Ctrl-C, so the running stack is stopped, not orphaned."""
+    import signal
+
+    def interrupt(signum, _frame) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 @click.group()
 def loadtest() -> None:
     """Locust load tests against any OpenAI-compatible URL, or a local stack."""
@@ -120,6 +130,7 @@ def run(url, local, up_args, ready_timeout, out, **options) -> None:
     if bool(url) == bool(local):
         raise click.UsageError("give exactly one of --url and --local")
     config = build_config(url or "", out, **options)
+    _stop_on_sigterm()
     with clean_errors():
         if local:
             Path(config.out).mkdir(parents=True, exist_ok=True)
@@ -147,6 +158,7 @@ def compare(backends, up_args, ready_timeout, out, **options) -> None:
     if not names:
         raise click.UsageError("--backends names no backend")
     config = build_config("", out, **options)
+    _stop_on_sigterm()
     with clean_errors():
         result = run_compare(config, names, tuple(up_args), ready_timeout)
     prompt = config.prompt

@@ -90,11 +90,35 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(text)
 
 
+COMPARE_FILE = "compare.json"
+TABLE_FILE = "compare.txt"
+
+
+def write_compare(out: Path, backends: list[str], summaries: dict[str, dict]) -> dict:
+    """compare.json and the table as they stand: backends not yet run are "pending", so a run
+    cut short still leaves the numbers of those that finished."""
+    status = {b: ("failed" if "error" in summaries[b] else "done") if b in summaries else "pending" for b in backends}
+    known = {b: summaries.get(b, {}) for b in backends}
+    rows = compare_rows(known)
+    result = {"backends": backends, "status": status, "rows": rows, "summaries": summaries}
+    (out / COMPARE_FILE).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out / TABLE_FILE).write_text(format_table(rows) + "\n", encoding="utf-8")
+    return result
+
+
+def _failure(exc: BaseException, stack: LocalStack) -> str:
+    reason = f"{type(exc).__name__}: {exc}"
+    tail = stack.log_tail(5)
+    return f"{reason}\n{tail}" if tail and tail not in reason else reason
+
+
 def run_compare(config: RunConfig, backends: list[str], up_args: tuple[str, ...], ready_timeout_s: float) -> dict:
-    """Each backend: a fresh `llmq up --backend X` stack, the same load, its own report folder."""
+    """Each backend: a fresh `llmq up --backend X` stack, the same load, its own report folder.
+    compare.json is rewritten after each backend."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = {}
+    summaries: dict[str, dict] = {}
+    result = write_compare(out, backends, summaries)
     for backend in backends:
         backend_out = out / backend
         backend_out.mkdir(parents=True, exist_ok=True)
@@ -103,10 +127,9 @@ def run_compare(config: RunConfig, backends: list[str], up_args: tuple[str, ...]
             with stack:
                 summaries[backend] = run_load(config.with_out(backend_out, url=stack.url))
         except (RuntimeError, TimeoutError, OSError) as exc:
-            # One backend that does not start (or breaks) leaves the others' numbers standing.
+            # One backend that does not start (or breaks) leaves the others' numbers standing;
+            # its stack is stopped, every process of it, before the next one starts.
             print(f"[loadtest] {backend}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            summaries[backend] = {"error": f"{type(exc).__name__}: {exc}"}
-    rows = compare_rows(summaries)
-    result = {"backends": backends, "rows": rows, "summaries": summaries}
-    (out / "compare.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+            summaries[backend] = {"error": _failure(exc, stack)}
+        result = write_compare(out, backends, summaries)
     return result

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from llmq.redis_server import free_port
-from llmq.stack import Child, llmq_command, spawn, wait_until_ok
+from llmq.stack import Child, descendants, kill_groups, llmq_command, process_groups, spawn, wait_until_ok
 
 STOP_GRACE_S = 60.0  # `llmq up` stops its workers (which drain) and the gateway in turn
 
@@ -42,9 +42,19 @@ class LocalStack:
 
     def stop(self) -> None:
         if self.child is not None:
+            # `llmq up` starts each of its children in a session of its own, so killing its group
+            # would not reach them: note every group below it now, while the tree is still whole.
+            groups = process_groups(descendants(self.child.process.pid))
             # SIGTERM: `llmq up` shuts its own children down; SIGKILL for what is left after the grace.
             self.child.stop(STOP_GRACE_S)
+            kill_groups(groups)  # whatever outlived it (a worker stuck loading, Redis)
             self.child = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of llmq-up.log (the workers' and gateway's output too), if it was written."""
+        if self.log_dir is None or not (Path(self.log_dir) / "llmq-up.log").is_file():
+            return ""
+        return "\n".join((Path(self.log_dir) / "llmq-up.log").read_text(errors="replace").splitlines()[-lines:])
 
     def __enter__(self) -> "LocalStack":
         return self.start()
