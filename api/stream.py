@@ -2,10 +2,10 @@
 
 One GenerationRun covers the n choices of a request, each a job with its own request id and
 stream llmq:stream:<rid>, all read through the gateway's StreamHub. While the client is connected the
-run refreshes llmq:client:<rid>. If a worker's lease lapses after it started a job, the run sends
-a continuation (prompt + tokens already received, the rest of max_tokens, attempt + 1) and
-ignores later events of the old attempt. Every run ends in exactly one terminal event per choice
-(Finished) or one Failed for the request.
+run refreshes llmq:client:<rid>. If a worker's lease lapses after it took a job (a worker leases a job
+when it picks it up, before its first step), the run sends a continuation (prompt + tokens already
+received, the rest of max_tokens, attempt + 1) and ignores later events of the old attempt. Every
+run ends in exactly one terminal event per choice (Finished) or one Failed for the request.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class ChoiceJob:
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
     needs_redispatch: bool = False  # its worker said it cannot finish it (shutting down)
+    lease_seen: bool = False  # a worker took this attempt (its lease existed): a lapse means it was lost
 
 
 
@@ -220,11 +221,22 @@ class GenerationRun:
         if now - self._lease_checked_at < LEASE_CHECK_EVERY_S:
             return
         self._lease_checked_at = now
-        # Quiet for a whole lease period after starting: is the worker still there?
-        suspects = [j for j in self.jobs if not j.finished and j.started and now - j.last_event_at > LEASE_TTL_S]
-        for job in suspects:
-            if await self.redis.exists(lease_key(job.request_id)):
+        # Not started yet (queued, or taken by a worker that has not stepped it), or quiet for a whole
+        # lease period after starting: is a worker still holding it?
+        suspects = [j for j in self.jobs
+                    if not j.finished and (not j.started or now - j.last_event_at > LEASE_TTL_S)]
+        if not suspects:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job in suspects:
+                pipe.exists(lease_key(job.request_id))
+            held = await pipe.execute()
+        for job, leased in zip(suspects, held):
+            if leased:
+                job.lease_seen = True
                 continue
+            if not job.started and not job.lease_seen:
+                continue  # still in the queue: no worker has taken it
             drained = self._apply(await self._read(block=False, jobs=[job]))  # events written just before it left
             for event in drained:
                 yield event
@@ -248,6 +260,7 @@ class GenerationRun:
         await self.dispatcher.send(self._wire_job(job, job.attempt + 1))
         job.attempt += 1
         job.started = False
+        job.lease_seen = False
         self.redispatches += 1
         log.warning("worker of %s lost; continuing as attempt %d after %d tokens",
                     job.request_id, job.attempt, len(job.received))

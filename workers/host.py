@@ -79,7 +79,7 @@ class EngineHost:
         now = time.time()
         if 0 < job.deadline <= now:
             return self._end_unstarted(request, request.error_event(codes.DEADLINE_EXCEEDED, "deadline passed in the queue"))
-        if self._abort_key_exists(job.request_id):
+        if self._pick_up(job.request_id):
             return self._end_unstarted(request, request.done_event("abort"))
         self._inbox.put(("add", request))
         timeout = max(job.deadline - now, 0.0) + WEDGED_LOOP_GRACE_S if job.deadline > 0 else None
@@ -113,9 +113,10 @@ class EngineHost:
             log.warning("could not publish the end of %s: %s", request.request_id, exc)
         return request.outcome
 
-    def _abort_key_exists(self, request_id: str) -> bool:
+    def _pick_up(self, request_id: str) -> bool:
+        """Leases the request and says whether it was aborted before it got here."""
         try:
-            return self.publisher.abort_requested(request_id)
+            return self.publisher.pick_up(request_id)
         except redis.RedisError:
             return False  # the loop's periodic checks look again
 

@@ -80,8 +80,13 @@ class Publisher:
         """A terminal event for a job that never reached the engine (expired or aborted at pickup)."""
         self.flush(Outgoing(events=[(request_id, event)]))
 
-    def abort_requested(self, request_id: str) -> bool:
-        return bool(self.client.exists(protocol.abort_key(request_id)))
+    def pick_up(self, request_id: str) -> bool:
+        """Takes the request's lease before its first engine step, so the gateway can tell a job
+        lost with its worker from one still queued; True if an abort was requested already."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(protocol.lease_key(request_id), self.worker_id, px=self._lease_ms)
+        pipe.exists(protocol.abort_key(request_id))
+        return bool(pipe.execute()[1])
 
     def remove_heartbeat(self) -> None:
         self.client.delete(protocol.worker_key(self.worker_id))

@@ -164,6 +164,21 @@ def test_continuation_after_worker_lost(gateway, start_worker, tokenizer, redis_
     assert chunks[-1].usage.completion_tokens == len(reply)
 
 
+def test_continuation_after_worker_lost_before_its_first_event(gateway, start_worker, tokenizer):
+    def dies_at_pickup(job, worker):
+        if job.attempt == 0:  # takes the job (its lease), then vanishes before any event
+            worker.hold_lease(job)
+            return
+        worker.generate(job, tokenizer.encode(REPLY))
+
+    worker = start_worker(dies_at_pickup)
+    answer = client_for(gateway).chat.completions.create(model=tokenizer.name, messages=MESSAGES, max_tokens=50)
+    assert answer.choices[0].message.content == REPLY
+    first, second = worker.jobs
+    assert (first.attempt, second.attempt) == (0, 1)
+    assert second.prompt_token_ids == first.prompt_token_ids
+
+
 def test_gives_up_after_max_attempts(start_gateway, start_worker, tokenizer):
     server = start_gateway(max_attempts=1)
 
