@@ -1,4 +1,5 @@
-"""The Locust user: a real `openai` client that streams chat completions and reports,
+"""The Locust user: a real `openai` client that streams chat completions (chunks read as
+dicts, loadtests/sse.py) and reports,
 per request, TTFT, end-to-end latency, output tokens, tokens/s after the first token
 and inter-token gaps. Imports locust, so only the driver process imports this module.
 
@@ -19,6 +20,7 @@ from locust import User, constant, task
 
 from loadtests.prompts import ChatRequest, PromptConfig, RequestFactory, TokenCounter, WordTokenCounter
 from loadtests.records import RequestRecord
+from loadtests.sse import TransportError, chat_chunks
 
 
 FAILURE_PAUSE_S = 1.0  # after a failed request, unless the server said Retry-After
@@ -80,7 +82,10 @@ class ChatUser(User):
         started = time.perf_counter()
         last_chunk_at = None
         try:
-            stream = self.client.chat.completions.create(
+            # The openai client makes the request and raises its errors (status, connection); the
+            # stream's chunks are read as dicts (loadtests/sse.py), light enough that one Locust
+            # process keeps up with thousands of tokens per second without delaying their timestamps.
+            with self.client.chat.completions.with_streaming_response.create(
                 model=self.model,
                 messages=request.messages,
                 max_tokens=request.max_tokens,
@@ -88,17 +93,17 @@ class ChatUser(User):
                 stream=True,
                 stream_options={"include_usage": True},
                 extra_body={"ignore_eos": True} if ignore_eos else None,
-            )
-            with stream:
-                for chunk in stream:
+            ) as response:
+                for chunk in chat_chunks(response.iter_lines(), response.http_response.request):
                     now = time.perf_counter()
-                    if chunk.usage is not None:
-                        record.prompt_tokens = chunk.usage.prompt_tokens
-                        record.completion_tokens = chunk.usage.completion_tokens
-                    for choice in chunk.choices:
-                        if choice.finish_reason:
-                            record.finish_reason = choice.finish_reason
-                        if not choice.delta.content:
+                    usage = chunk.get("usage")
+                    if usage:
+                        record.prompt_tokens = usage.get("prompt_tokens")
+                        record.completion_tokens = usage.get("completion_tokens")
+                    for choice in chunk.get("choices") or ():
+                        if choice.get("finish_reason"):
+                            record.finish_reason = choice["finish_reason"]
+                        if not (choice.get("delta") or {}).get("content"):
                             continue
                         if last_chunk_at is None:
                             record.ttft_s = now - started
@@ -113,8 +118,11 @@ class ChatUser(User):
             record.retry_after_s = _retry_after(exc.response.headers.get("retry-after"))
             record.error = f"HTTP {exc.status_code}: {exc.message}"
             return record
-        except (openai.APIError, OSError) as exc:
+        except (openai.APIError, OSError, ValueError) as exc:
             record.error = f"{type(exc).__name__}: {exc}"
+            return record
+        except TransportError as exc:  # the connection broke mid-stream (openai's Stream says APIConnectionError)
+            record.error = f"APIConnectionError: {type(exc).__name__}: {exc}"
             return record
         return self._check(record)
 
