@@ -191,7 +191,9 @@ def _step_cos_sin(cos_sin_cache: torch.Tensor, positions: torch.Tensor) -> tuple
 def _side_by_side(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
     """q [T, Hq, D] and k [T, Hkv, D] as one [T, Hq + Hkv, D] view when k's heads follow q's in
     memory (both split from one qkv projection): a view instead of a cat."""
-    if q.stride() != k.stride() or q.dtype != k.dtype or q.untyped_storage().data_ptr() != k.untyped_storage().data_ptr():
+    if q.stride() != k.stride() or q.dtype != k.dtype:
+        return None
+    if q.untyped_storage().data_ptr() != k.untyped_storage().data_ptr():
         return None
     if k.data_ptr() != q.data_ptr() + q.shape[1] * q.stride(1) * q.element_size():
         return None

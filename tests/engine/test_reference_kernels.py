@@ -123,9 +123,10 @@ def test_lone_sequence_attention_reads_consecutive_slots():
     q, k_cache, v_cache, _, _, _, keys, values = make_batch(
         [1], [seq_len], 6, 2, head_dim, block_size, num_blocks=24, seed=1, shuffle=False
     )
-    start = 0  # unshuffled: the lone sequence holds blocks 0, 1, 2
-    out = reference.lone_sequence_attention(q, k_cache, v_cache, range(start, start + seq_len), 1 / math.sqrt(head_dim))
-    torch.testing.assert_close(out, naive_attention(q, keys[0], values[0], 1 / math.sqrt(head_dim)), atol=1e-5, rtol=1e-5)
+    scale = 1 / math.sqrt(head_dim)
+    # Unshuffled: the lone sequence holds blocks 0, 1, 2, so slots 0 .. seq_len - 1.
+    out = reference.lone_sequence_attention(q, k_cache, v_cache, range(0, seq_len), scale)
+    torch.testing.assert_close(out, naive_attention(q, keys[0], values[0], scale), atol=1e-5, rtol=1e-5)
 
 
 def test_lone_sequence_attention_gathers_scattered_slots():
@@ -134,8 +135,9 @@ def test_lone_sequence_attention_gathers_scattered_slots():
         [1], [seq_len], 6, 2, head_dim, block_size, num_blocks=24, seed=2, shuffle=True
     )
     slots = (block_tables[0].long()[:, None] * block_size + torch.arange(block_size)).view(-1)[:seq_len]
-    out = reference.lone_sequence_attention(q, k_cache, v_cache, slots, 1 / math.sqrt(head_dim))
-    torch.testing.assert_close(out, naive_attention(q, keys[0], values[0], 1 / math.sqrt(head_dim)), atol=1e-5, rtol=1e-5)
+    scale = 1 / math.sqrt(head_dim)
+    out = reference.lone_sequence_attention(q, k_cache, v_cache, slots, scale)
+    torch.testing.assert_close(out, naive_attention(q, keys[0], values[0], scale), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("num_tokens", [1, 5])
