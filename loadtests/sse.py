@@ -36,10 +36,16 @@ def sse_data(lines: Iterable[str]) -> Iterator[str]:
 
 
 def chat_chunks(lines: Iterable[str], request=None) -> Iterator[dict]:
-    """Each chunk of a chat-completions stream as a dict, until [DONE]. Raises openai.APIError
+    """Each chunk of a chat-completions stream as a dict, until [DONE] (the rest is read, not
+    yielded). Raises openai.APIError
     for an error event (as the openai client does) and ValueError for data that is not JSON."""
-    for data in sse_data(lines):
+    events = sse_data(lines)
+    for data in events:
         if data.startswith("[DONE]"):
+            # Read the stream to its end (the server closes it right after [DONE]): a response
+            # closed with bytes unread closes its connection too, and every request would open one.
+            for _ in events:
+                pass
             return
         chunk = json.loads(data)
         if isinstance(chunk, dict) and chunk.get("error"):
