@@ -24,6 +24,7 @@ from loadtests.shapes import LoadShape
 from loadtests.users import ChatUser
 
 MAX_SPAWN_RATE = 100.0  # users started per second when a stage grows
+BUSY_GENERATOR = 0.8  # of one core: above it, the run's notes warn that the timings may be late
 
 
 class ScheduledShape(LoadTestShape):
@@ -66,7 +67,7 @@ def run(config: RunConfig) -> RunInfo:
     background = [gevent.spawn(csv_writer.stats_writer), gevent.spawn(stats_history, runner)]
 
     runner.start_shape()
-    run_start = time.time()
+    run_start, cpu_start = time.time(), time.process_time()
     last_chunks, last_at = 0, time.monotonic()
     while runner.state != STATE_STOPPED or runner.shape_greenlet is not None:
         gevent.sleep(1.0)
@@ -77,6 +78,7 @@ def run(config: RunConfig) -> RunInfo:
                             (chunks - last_chunks) / (now - last_at)), file=sys.stderr, flush=True)
         last_chunks, last_at = chunks, now
     run_end = time.time()
+    generator_cpu = (time.process_time() - cpu_start) / max(run_end - run_start, 1e-9)
     runner.quit()
 
     gevent.killall(background)
@@ -84,8 +86,12 @@ def run(config: RunConfig) -> RunInfo:
     write_final_csv(env, out)
     (out / HTML_FILE).write_text(get_html_report(env, show_download_link=False), encoding="utf-8")
     write_records(out / RECORDS_FILE, ChatUser.records)
+    print(f"[loadtest] load generator CPU: {generator_cpu:.0%} of one core", file=sys.stderr, flush=True)
+    notes = list(ChatUser.notes)
+    if generator_cpu > BUSY_GENERATOR:
+        notes.append(f"the load generator was busy {generator_cpu:.0%} of one core: its TTFT/ITL may include its own delays")
     info = RunInfo(url=config.url, model=config.model, run_start=run_start, run_end=run_end,
-                   ignore_eos=ChatUser.ignore_eos, notes=list(ChatUser.notes))
+                   ignore_eos=ChatUser.ignore_eos, notes=notes, generator_cpu=generator_cpu)
     info.write(out)
     return info
 

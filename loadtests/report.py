@@ -18,7 +18,7 @@ def write_report(out: Path) -> dict:
     records = read_records(out / RECORDS_FILE)
     notes = list(info.notes) + ignore_eos_notes(records)
     summary = summarize(records, config.load_shape(), info.run_start, info.run_end, notes, config.warmup_s)
-    summary = {"url": info.url, "model": info.model, **summary}
+    summary = {"url": info.url, "model": info.model, **summary, "generator_cpu": info.generator_cpu}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     measured = [r for r in records if r.start >= info.run_start + config.warmup_s]
     write_plots(measured, summary, info.run_start, out)

@@ -23,6 +23,9 @@ class RunInfo:
     run_end: float  # unix seconds: the last user stopped
     ignore_eos: bool  # still on at the end (False if the server refused it)
     notes: list[str] = field(default_factory=list)
+    # CPU time of the load generator over the run, in cores: near 1 it is the bottleneck,
+    # and the timings it takes (TTFT, ITL) include its own delays.
+    generator_cpu: float | None = None
 
     def write(self, out: Path) -> None:
         (out / RUN_FILE).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")

@@ -54,6 +54,7 @@ def test_headless_sweep_against_a_local_stack(model_dir, tmp_path):
                  f"{CSV_PREFIX}_stats_history.csv", f"{CSV_PREFIX}_failures.csv"):
         assert (out / name).stat().st_size > 0, name
     assert "[loadtest]" in run.stderr and "tok/s" in run.stderr  # the progress line
+    assert "load generator CPU" in run.stderr and summary["generator_cpu"] > 0
 
     records = read_records(out / RECORDS_FILE)
     assert records and summary["requests"] == len(records) and summary["failed"] == 0 and summary["errors"] == {}

@@ -76,3 +76,13 @@ def test_compare_with_a_missing_number_prints_a_dash():
     rows = compare_rows({"hf": _summary(None, None, None), "torch": _summary(60.0, 1.0, 0.25)})
     assert all(row["ratio"] is None for row in rows)
     assert "-" in format_table(rows).splitlines()[2]
+
+
+def test_compare_file_after_the_first_backend_has_its_numbers_and_the_rest_pending(tmp_path):
+    from loadtests.compare import COMPARE_FILE, TABLE_FILE, write_compare
+
+    write_compare(tmp_path, ["hf", "torch", "null"], {"hf": _summary(20.0, 4.0, 1.0), "torch": {"error": "TimeoutError: x"}})
+    written = json.loads((tmp_path / COMPARE_FILE).read_text())
+    assert written["status"] == {"hf": "done", "torch": "failed", "null": "pending"}
+    assert written["rows"][0]["values"] == {"hf": 20.0, "torch": None, "null": None}
+    assert "20.00" in (tmp_path / TABLE_FILE).read_text()
