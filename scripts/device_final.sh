@@ -170,7 +170,11 @@ if compare.exists():
     data = json.loads(compare.read_text())
     print(f"\nloadtest (compare.json): per stage, measured after the warm-up")
     print(f"  {'users':>5} {'backend':8} {'tok/s':>8} {'tok/s/req':>9} {'TTFT s':>7} {'latency s':>9} {'ok':>4} {'failed':>6}")
-    for backend, summary in data["summaries"].items():
+    for backend in data.get("backends", list(data["summaries"])):
+        summary = data["summaries"].get(backend)
+        if summary is None:
+            print(f"  {backend}: not run (the compare was cut short)")
+            continue
         if "error" in summary:
             print(f"  {backend}: ERROR {summary['error'][:120]}")
             continue

@@ -66,6 +66,10 @@ ${limit[@]+"${limit[@]}"} "$PY" -m llmq loadtest compare --backends "$BACKENDS" 
     --users "$USERS" --duration "$DURATION" --prompt-tokens "$PROMPT_TOKENS" --output-tokens "$OUTPUT_TOKENS" \
     --tokenizer "$MODEL_DIR" --drain "$DRAIN" --warmup "$WARMUP" --ready-timeout "$READY_TIMEOUT" "${up_flags[@]}" ${extra_flags[@]+"${extra_flags[@]}"} | tee "$OUT/compare.txt" || status=$?
 
+# A compare cut short printed no table: the one it rewrote after each backend instead.
+if ((status != 0)) && [[ -f "$WORK/compare.txt" ]]; then
+    { echo "(cut short: the table as of the last backend that ended)"; cat "$WORK/compare.txt"; } >>"$OUT/compare.txt"
+fi
 # At most a few files come back: the table, compare.json, each summary, and one archive of the rest.
 cp "$WORK/compare.json" "$OUT/" 2>/dev/null || true
 for backend in ${BACKENDS//,/ }; do
