@@ -294,12 +294,9 @@ class GenerationRun:
         """On every exit: unfinished choices are aborted (client gone, deadline, failure)."""
         if self.subscription is not None:
             self.hub.unsubscribe(self.subscription)
+        if all(job.finished for job in self.jobs):
+            return  # their workers are done with them: the client keys lapse unread, no round trip
         try:
-            await self.abort_all()
+            await self.abort_all()  # deletes the client keys too
         except Exception as exc:  # Redis down: the client key lapses by itself and the worker stops
             log.warning("could not send aborts: %s", exc)
-        finally:
-            try:
-                await self.redis.delete(*[client_key(j.request_id) for j in self.jobs])
-            except Exception:
-                pass

@@ -123,8 +123,11 @@ class StreamHub:
         if self.failing_since is not None and not subscription.buffer:
             raise ConnectionError("the stream reader cannot reach Redis")
         if not subscription.buffer:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(subscription.ready.wait(), timeout_s)
+            # asyncio.timeout rather than wait_for: no task per wait, so a push wakes the reader in
+            # the loop's next turn.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await subscription.ready.wait()
         return subscription.take()
 
     async def drain(self, subscription: Subscription, keys: list[str]) -> list:
@@ -163,3 +166,7 @@ class StreamHub:
                 subscription = self.subscribers.get(name)
                 if subscription is not None:
                     subscription.push(name, entries)
+            if reply:
+                # The woken readers write their tokens to their clients before the next XREAD is sent:
+                # what arrives meanwhile waits in the streams, the tokens just read do not wait for it.
+                await asyncio.sleep(0)
