@@ -48,7 +48,10 @@ def dummy_hf_model(model_config, device, dtype, seed: int):
     (normal std 0.02, norm scales 1, seeded). Buffers (rotary frequencies) are computed as usual."""
     import torch
     from transformers import AutoModelForCausalLM
-    from transformers.initialization import no_init_weights
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x keeps it here
+        from transformers.modeling_utils import no_init_weights
 
     from engine.loader import fill_dummy_weights
 
