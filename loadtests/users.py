@@ -1,7 +1,6 @@
 """The Locust user: a real `openai` client that streams chat completions (chunks read as
-dicts, loadtests/sse.py) and reports,
-per request, TTFT, end-to-end latency, output tokens, tokens/s after the first token
-and inter-token gaps. Imports locust, so only the driver process imports this module.
+dicts, loadtests/sse.py) and reports, per request, TTFT, end-to-end latency, output tokens,
+tokens/s after the first token and inter-token gaps. Imports locust, so only the driver process imports this module.
 
 Locust rows (the CSV's Type column holds the unit):
   ms    ttft   time to the first content chunk
