@@ -6,13 +6,16 @@ last ends).
 The null engine paces its steps like a real forward pass (--tokens-per-s per stream), so the
 engine's own TTFT and ITL are the same on both sides and the difference is the stack: HTTP, SSE,
 admission, tokenization, Celery, Redis Streams, the worker's loop and detokenization. The client
-shares the machine's cores with the stack, as a real co-located load generator would.
+shares the machine's cores with the stack, as a real co-located load generator would; the CPU each
+process spends per request is printed too, since on a machine of few cores a herd of streams starting
+at once waits on the sum.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -41,6 +44,31 @@ class Samples:
 
 def _ms(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)) * 1000, 3) if values else float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU each part of the stack (and this client) spends per request: on a machine of few cores
+    a herd of streams is bound by their sum."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {name: _cpu_s(pid) for name, pid in pids.items()}
+        self.client_start = time.process_time()
+
+    def per_request_ms(self, requests: int) -> dict[str, float]:
+        used = {name: _cpu_s(pid) - self.start[name] for name, pid in self.pids.items()}
+        used["client"] = time.process_time() - self.client_start
+        return {name: round(seconds * 1000 / max(requests, 1), 2) for name, seconds in used.items()}
 
 
 def think_times(streams: int, per_stream: int, step_s: float, seed: int = 0) -> list[list[float]]:
@@ -154,8 +182,13 @@ def gateway_bench(model: str | None, levels: tuple[int, ...], requests_per_strea
                 click.echo(f"  {level} stream(s): in-process engine ...", err=True)
                 base = in_process(str(folder), pauses, max_tokens, tokens_per_s, prompt_len=40)
                 click.echo(f"  {level} stream(s): through the gateway ...", err=True)
+                pids = {child.name: child.process.pid for child in stack.children}
+                meter = CpuMeter({**pids, "redis": stack.redis.process.pid})
                 full = asyncio.run(through_stack(stack.url, folder.name, pauses, max_tokens))
-                rows.append((level, base.row(), full.row()))
+                cpu = meter.per_request_ms(len(full.ttft) + 1)  # + the warm-up request
+                click.echo(f"  {level} stream(s): CPU per request (ms, idle time between requests included): "
+                           + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items()), err=True)
+                rows.append((level, base.row(), {**full.row(), "cpu_per_request_ms": cpu}))
     _print(rows, tokens_per_s, max_tokens)
 
 
