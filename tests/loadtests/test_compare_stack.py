@@ -2,6 +2,7 @@
 marked failed with its reason in compare.json, and no process of its stack outlives it."""
 
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -13,12 +14,13 @@ from loadtests.config import RunConfig
 pytestmark = pytest.mark.integration
 
 
-def processes_with(marker: bytes) -> list[int]:
+def processes_with(marker: bytes, file: str = "environ") -> list[int]:
+    """Live processes whose /proc/PID/<file> (environ, cmdline) holds `marker`."""
     found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
+    for path in Path("/proc").glob(f"[0-9]*/{file}"):
         try:
-            if marker in environ.read_bytes():
-                found.append(int(environ.parent.name))
+            if marker in path.read_bytes():
+                found.append(int(path.parent.name))
         except OSError:
             continue
     return found
@@ -37,6 +39,10 @@ def test_a_stack_that_never_gets_ready_is_failed_and_leaves_no_process(model_dir
     log = (tmp_path / "null" / "llmq-up.log").read_text()
     assert "loading null engine" in log  # a worker was running when the stack gave up
     assert processes_with(mark.encode()) == []
+    # redis-server rewrites its environment (process title), so it is found by its address.
+    redis_port = re.search(r"redis://127\.0\.0\.1:(\d+)", log)
+    assert redis_port, log[-2000:]
+    assert processes_with(f"127.0.0.1:{redis_port.group(1)}".encode(), "cmdline") == []
     assert result["status"] == {"null": "failed"}
     assert "TimeoutError" in result["summaries"]["null"]["error"]
     written = json.loads((tmp_path / COMPARE_FILE).read_text())
