@@ -3,9 +3,9 @@ so `llmq gateway` never loads torch."""
 
 from __future__ import annotations
 
-import importlib
-
 import click
+
+from llmq.lazy import LazyGroup
 
 # name -> "module:click_command"; the module owns its options (each with an LLMQ_ env var).
 COMMANDS = {
@@ -18,7 +18,7 @@ COMMANDS = {
     "loadtest": "loadtests.cli:loadtest",
 }
 
-HELP = {
+SUMMARIES = {
     "up": "Run the whole stack locally: Redis, one worker, the gateway.",
     "gateway": "Run the OpenAI-compatible HTTP gateway.",
     "keys": "Create, list and revoke API keys.",
@@ -29,22 +29,12 @@ HELP = {
 }
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        module_name, attr = COMMANDS[name].split(":")
-        return getattr(importlib.import_module(module_name), attr)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, HELP[name]) for name in COMMANDS])
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    summaries=SUMMARIES,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 def main() -> None:
     """llmq: an OpenAI-compatible LLM server with a Redis queue and batched GPU workers."""
 
