@@ -4,6 +4,7 @@ gateway benchmark and the integration tests."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -19,15 +20,21 @@ from llmq.redis_server import RedisServer, free_port
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM when the process that started it dies, so a
-    parent killed outright (SIGKILL, a timeout) leaves no orphaned stack behind."""
+@functools.cache
+def _prctl():
+    """libc's prctl, looked up in the parent: a child between fork and exec should load nothing."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+def _die_with_parent(prctl) -> None:
+    """In the child before exec (Linux): SIGTERM when the process that started it dies, so a
+    parent killed outright (SIGKILL, a timeout) leaves no orphaned stack behind."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def descendants(pid: int) -> list[int]:
@@ -106,7 +113,8 @@ def spawn(name: str, args: list[str], log_dir: Path | None = None, env: dict[str
     """Start args in a new session (its own process group); output to log_dir/<name>.log if given.
     env: variables set on top of this process's environment."""
     full_env = {**os.environ, **env} if env else None
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    prctl = _prctl() if sys.platform.startswith("linux") else None
+    preexec = functools.partial(_die_with_parent, prctl) if prctl else None
     if log_dir is None:
         return Child(name, subprocess.Popen(args, start_new_session=True, env=full_env, preexec_fn=preexec))
     log_path = Path(log_dir) / f"{name}.log"

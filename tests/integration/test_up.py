@@ -78,3 +78,25 @@ def test_engine_options_give_each_cuda_worker_its_own_gpu():
     assert gpu.worker_envs(2, visible="3,5") == ({"CUDA_VISIBLE_DEVICES": "3"}, {"CUDA_VISIBLE_DEVICES": "5"})
     with pytest.raises(ValueError, match="need 3 GPUs"):
         gpu.worker_envs(3, visible="0,1")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_a_child_of_the_stack_dies_with_the_process_that_started_it():
+    """`llmq up` killed outright (SIGKILL, a job's timeout) must not leave its workers running."""
+    starter = ("import sys, time; from llmq.stack import spawn; "
+               "child = spawn('sleeper', [sys.executable, '-c', 'import time; time.sleep(600)']); "
+               "print(child.process.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        assert alive(child)
+        parent.kill()
+        parent.wait()
+        wait_for(lambda: not alive(child), 10, "the orphaned child to exit", interval=0.05)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child is not None and alive(child):
+            os.kill(child, signal.SIGKILL)
