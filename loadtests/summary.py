@@ -90,13 +90,16 @@ def find_knee(users: list[int], throughput: list[float], min_efficiency: float =
 
 
 def stage_numbers(records: list[RequestRecord], shape: LoadShape, run_start: float, measure_from: float) -> list[dict]:
-    """Per stage, from `measure_from` on (a stage wholly inside the warm-up is left out)."""
+    """Per stage, from `measure_from` on (a stage wholly inside the warm-up is left out).
+    Requests sent after the schedule's end belong to the last stage: Locust checks the shape
+    once a second, so its users may start one more request before they are stopped."""
     stages = []
-    for stage in shape.stages:
+    for index, stage in enumerate(shape.stages):
         start, end = max(run_start + stage.start_s, measure_from), run_start + stage.end_s
         if start >= end:
             continue
-        inside = [r for r in records if start <= r.start < end]
+        last = index == len(shape.stages) - 1
+        inside = [r for r in records if start <= r.start and (r.start < end or last)]
         numbers = {"users": stage.users, "start_s": stage.start_s, "end_s": stage.end_s}
         numbers["throughput_tok_s"] = tokens_within(records, start, end) / (end - start)
         numbers.update(request_numbers(inside))

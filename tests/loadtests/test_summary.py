@@ -52,13 +52,14 @@ def test_summarize_a_sweep_per_stage():
     records += [record(t0 + 10 + i / 2, users=2) for i in range(0, 20, 2)]
     records += [record(t0 + 20 + i / 4, users=4) for i in range(0, 40, 2)]
     records.append(record(t0 + 25, ok=False, error="HTTP 429: busy", users=4))
-    summary = summarize(records, sweep, t0, t0 + 31, notes=["hello"])  # the last ends at +30.7
+    records.append(record(t0 + 30.4, users=4))  # sent after the schedule's end, before Locust's next tick
+    summary = summarize(records, sweep, t0, t0 + 32, notes=["hello"])  # the last ends at +31.6
     assert [s["users"] for s in summary["stages"]] == [1, 2, 4]
-    assert [s["requests"] for s in summary["stages"]] == [5, 10, 21]
+    assert [s["requests"] for s in summary["stages"]] == [5, 10, 22]
     assert summary["stages"][2]["failed"] == 1
-    assert summary["requests"] == 36 and summary["failed"] == 1 and summary["errors"] == {"HTTP 429: busy": 1}
-    assert summary["completion_tokens"] == 35 * 11
-    assert summary["throughput_tok_s"] == pytest.approx(35 * 11 / 31)
+    assert summary["requests"] == 37 and summary["failed"] == 1 and summary["errors"] == {"HTTP 429: busy": 1}
+    assert summary["completion_tokens"] == 36 * 11
+    assert summary["throughput_tok_s"] == pytest.approx(36 * 11 / 32)
     throughputs = [s["throughput_tok_s"] for s in summary["stages"]]
     assert throughputs[0] < throughputs[1] < throughputs[2]
     assert summary["knee"] is None and summary["notes"] == ["hello"]
