@@ -101,8 +101,10 @@ def _sampling(request: SamplingFields, model: ModelTokenizer, max_tokens: int, c
         seed=None if request.seed is None else request.seed + choice,
         presence_penalty=request.presence_penalty or 0.0,
         frequency_penalty=request.frequency_penalty or 0.0,
+        repetition_penalty=request.repetition_penalty or 1.0,
         logprobs=logprobs,
-        stop_token_ids=model.eos_token_ids,
+        stop_token_ids=() if request.ignore_eos else model.eos_token_ids,
+        ignore_eos=bool(request.ignore_eos),
     )
 
 

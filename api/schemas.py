@@ -35,6 +35,10 @@ class SamplingFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # Extensions other OpenAI-compatible servers accept too: generate past end-of-sequence (fixed
+    # output lengths for load tests and benchmarks) and a multiplicative repetition penalty.
+    ignore_eos: bool | None = False
+    repetition_penalty: Annotated[float, Meta(gt=0.0, le=2.0)] | None = None
 
 
 class ContentPart(msgspec.Struct, forbid_unknown_fields=True):

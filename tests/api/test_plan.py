@@ -44,6 +44,14 @@ def test_defaults(models, tokenizer):
     assert plan_chat(chat(max_completion_tokens=5, max_tokens=9), models).choices[0].sampling.max_tokens == 5
 
 
+def test_ignore_eos_and_repetition_penalty_extensions(models, tokenizer):
+    s = plan_chat(chat(ignore_eos=True, repetition_penalty=1.3), models).choices[0].sampling
+    assert s.ignore_eos and s.stop_token_ids == () and s.repetition_penalty == 1.3
+    s = plan_chat(chat(), models).choices[0].sampling
+    assert not s.ignore_eos and set(tokenizer.eos_token_ids) <= set(s.stop_token_ids)
+    assert s.repetition_penalty == 1.0
+
+
 def test_explicit_nulls_mean_defaults(models):
     plan = plan_chat(chat(n=None, stop=None, temperature=None, logprobs=None, stream=None, user=None), models)
     assert len(plan.choices) == 1 and plan.stops == [] and not plan.stream and not plan.logprobs
