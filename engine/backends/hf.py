@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from engine.backends.hf_batched import HFBatchedEngine  # noqa: F401 - registered as "hf-batched"
 from engine.backends.hf_model import HFBaseline, stop_ids
+from engine.backends.queues import drain
 from engine.config import EngineConfig
 from engine.types import EngineStats, RequestOutput, SamplingParams
 
@@ -79,7 +80,7 @@ class HFEngine(HFBaseline):
         if self._active is None and not self._start_next():
             return outputs
         self._steps += 1
-        events = self._drain(self._active)
+        events = drain(self._active.events, STEP_WAIT_S)
         output = self._to_output(self._active, events)
         if output is not None:
             outputs.append(output)
@@ -117,18 +118,6 @@ class HFEngine(HFBaseline):
         """Wait for the aborted generate to end; its tokens were already disowned."""
         self._thread.join()
         self._active = self._thread = None
-
-    @staticmethod
-    def _drain(generation: _Generation) -> list:
-        try:
-            events = [generation.events.get(timeout=STEP_WAIT_S)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                events.append(generation.events.get_nowait())
-            except queue.Empty:
-                return events
 
     def _to_output(self, generation: _Generation, events: list) -> RequestOutput | None:
         if generation.aborted.is_set():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from engine.backends.hf_model import eos_token_ids
+from engine.backends.queues import drain
 from engine.backends.trtllm_params import completion_delta, finish_reason, llm_kwargs, to_trtllm_sampling
 from engine.backends.validation import validate_request
 from engine.config import EngineConfig
@@ -108,7 +109,7 @@ class TRTLLMEngine:
             return outputs
         self._steps += 1
         merged: dict[str, RequestOutput] = {}
-        for delta in self._drain(wait=not outputs):
+        for delta in drain(self._deltas, STEP_WAIT_S if not outputs else None):
             if self._live.get(delta.live.request_id) is not delta.live:
                 continue  # aborted: abort() already reported it
             output = merged.setdefault(delta.live.request_id, _empty_output(delta.live))
@@ -145,17 +146,6 @@ class TRTLLMEngine:
             shutdown()
 
     # ---- internals ------------------------------------------------------------------------------
-
-    def _drain(self, wait: bool) -> list[_Delta]:
-        try:
-            deltas = [self._deltas.get(timeout=STEP_WAIT_S) if wait else self._deltas.get_nowait()]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                deltas.append(self._deltas.get_nowait())
-            except queue.Empty:
-                return deltas
 
     async def _stream(self, live: _Live, sampling) -> None:
         """Runs on the event loop: one streaming generate_async, each snapshot's new tokens queued.
