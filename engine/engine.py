@@ -6,14 +6,12 @@ import logging
 import operator
 
 from engine.config import EngineConfig
-from engine.errors import ContextLengthError, InvalidRequestError
 from engine.scheduler import Scheduler
 from engine.sequence import ScheduledBatch, Sequence
 from engine.types import EngineStats, RequestOutput, RequestStatus, SamplingParams
+from engine.validation import validate_request
 
 log = logging.getLogger(__name__)
-
-MAX_LOGPROBS = 20
 
 
 class Engine:
@@ -62,22 +60,9 @@ class Engine:
         self.scheduler.add(seq)
 
     def _validate(self, request_id: str, prompt: list[int], params: SamplingParams) -> None:
-        if request_id in self._live or any(r.request_id == request_id for r in self._reports):
-            raise InvalidRequestError(f"request id {request_id!r} is already in use")
-        if not prompt:
-            raise InvalidRequestError("prompt must contain at least one token")
-        bad = next((t for t in prompt if not _is_token_id(t, self.vocab_size)), None)
-        if bad is not None:
-            raise InvalidRequestError(f"prompt token id {bad!r} is outside the vocabulary [0, {self.vocab_size})")
-        problems = _sampling_problems(params, self.vocab_size)
-        if problems:
-            raise InvalidRequestError("; ".join(problems))
-        if len(prompt) + params.max_tokens > self.max_model_len:
-            raise ContextLengthError(
-                f"this model's maximum context length is {self.max_model_len} tokens, but the request "
-                f"asks for {len(prompt) + params.max_tokens} ({len(prompt)} in the prompt, "
-                f"{params.max_tokens} for the completion); shorten the prompt or lower max_tokens"
-            )
+        in_use = request_id in self._live or any(r.request_id == request_id for r in self._reports)
+        validate_request(prompt, params, vocab_size=self.vocab_size, max_model_len=self.max_model_len,
+                         id_in_use=request_id if in_use else None)
 
     def abort(self, request_id: str) -> None:
         seq = self.scheduler.abort(request_id)
@@ -176,35 +161,6 @@ class Engine:
         )
 
 
-def _is_token_id(value, vocab_size: int) -> bool:
-    try:
-        return 0 <= operator.index(value) < vocab_size  # ints and numpy ints, not floats
-    except TypeError:
-        return False
-
-
 def _prompt_part(seq: Sequence, start: int, num_tokens: int) -> int:
     """How many of the chunk's tokens are prompt tokens (recomputed output tokens are not)."""
     return max(0, min(start + num_tokens, seq.num_prompt_tokens) - start)
-
-
-def _sampling_problems(params: SamplingParams, vocab_size: int) -> list[str]:
-    # Written as `not (a <= x <= b)` so that NaN is refused too.
-    checks = [
-        (isinstance(params.max_tokens, int) and params.max_tokens >= 1, f"max_tokens must be >= 1, got {params.max_tokens}"),
-        (params.temperature >= 0, f"temperature must be >= 0, got {params.temperature}"),
-        (0 < params.top_p <= 1, f"top_p must be in (0, 1], got {params.top_p}"),
-        (params.top_k >= -1, f"top_k must be -1, 0 (off) or positive, got {params.top_k}"),
-        (-2 <= params.presence_penalty <= 2, f"presence_penalty must be in [-2, 2], got {params.presence_penalty}"),
-        (-2 <= params.frequency_penalty <= 2, f"frequency_penalty must be in [-2, 2], got {params.frequency_penalty}"),
-        (params.repetition_penalty > 0, f"repetition_penalty must be > 0, got {params.repetition_penalty}"),
-        (
-            params.logprobs is None or 0 <= params.logprobs <= MAX_LOGPROBS,
-            f"logprobs must be in [0, {MAX_LOGPROBS}], got {params.logprobs}",
-        ),
-        (
-            all(_is_token_id(t, vocab_size) for t in params.stop_token_ids),
-            f"stop_token_ids must be token ids in [0, {vocab_size})",
-        ),
-    ]
-    return [message for ok, message in checks if not ok]

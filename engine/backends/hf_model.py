@@ -3,7 +3,7 @@ and refusing the requests they cannot serve."""
 
 from __future__ import annotations
 
-from engine.backends.validation import validate_request
+from engine.validation import validate_request
 from engine.config import EngineConfig
 from engine.errors import ModelLoadError
 from engine.types import SamplingParams

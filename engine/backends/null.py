@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.backends.validation import validate_request
+from engine.validation import validate_request
 from engine.config import EngineConfig
 from engine.types import EngineStats, RequestOutput, SamplingParams, TokenLogprob
 

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from engine.backends.hf_model import eos_token_ids
 from engine.backends.queues import drain
 from engine.backends.trtllm_params import completion_delta, finish_reason, llm_kwargs, to_trtllm_sampling
-from engine.backends.validation import validate_request
+from engine.validation import validate_request
 from engine.config import EngineConfig
 from engine.errors import ModelLoadError
 from engine.types import EngineStats, RequestOutput, SamplingParams, TokenLogprob
