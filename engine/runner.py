@@ -12,6 +12,7 @@ from engine.config import EngineConfig
 from engine.cuda_graphs import GraphRunner, decode_inputs
 from engine.loader import load_model
 from engine.models.spec import ModelSpec
+from engine.piecewise_graphs import PiecewiseGraphs
 from engine.sampler import Sampler
 from engine.sequence import SampledToken, ScheduledBatch
 from llmq.paths import resolve_model
@@ -58,6 +59,8 @@ class ModelRunner:
         self.sampler = Sampler(self.device, config.seed)
         # Decode steps replay CUDA graphs; they need the Triton kernels (padded rows write slot -1).
         self.graphs = self._capture_decode_graphs() if triton and config.cuda_graphs else None
+        # Steps with prefill chunks replay graphs of everything between the attention calls.
+        self.piecewise = self._capture_piecewise_graphs() if triton and config.cuda_graphs else None
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
@@ -78,7 +81,10 @@ class ModelRunner:
                 query_start_loc=meta.query_start_loc,
             )
             return self.sampler(logits, sampling)
-        hidden = self.model(input_ids, meta)  # [T, H]
+        if self.piecewise is not None and self.piecewise.can_run(meta.num_tokens):
+            hidden = self.piecewise.run(input_ids, meta)  # [T, H], valid until the next step
+        else:
+            hidden = self.model(input_ids, meta)  # [T, H]
         if not sampling:
             return []
         logits = self.model.compute_logits(hidden.index_select(0, meta.sample_indices))  # [S, V]
@@ -87,6 +93,12 @@ class ModelRunner:
     def _capture_decode_graphs(self) -> GraphRunner:
         max_blocks = -(-self.max_model_len // self.block_size)
         graphs = GraphRunner(self._decode_logits, self.config.max_num_seqs, decode_inputs(max_blocks), self.device)
+        graphs.capture()
+        return graphs
+
+    def _capture_piecewise_graphs(self) -> PiecewiseGraphs:
+        max_tokens = min(self.config.max_num_batched_tokens, self.max_model_len * self.config.max_num_seqs)
+        graphs = PiecewiseGraphs(self.model, max_tokens, self.device)
         graphs.capture()
         return graphs
 

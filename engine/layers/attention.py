@@ -39,14 +39,23 @@ class Attention(nn.Module):
         self.v_cache = torch.empty(0)
 
     def forward(self, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        return self.o_proj.forward(self.attend(self.project(hidden, meta), meta))
+
+    def project(self, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """qkv projection, rotary, and this step's K/V written to the cache: [T, H] -> q [T, Hq, D].
+        Reads only meta.positions and meta.slot_mapping (a piecewise CUDA graph captures it)."""
         qkv = self.qkv_proj.forward(hidden).view(-1, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
         # torch.split_with_sizes: Tensor.split's Python wrapper costs a few microseconds a layer.
         q, k, v = torch.split_with_sizes(qkv, self.head_split, dim=1)  # [T, Hq, D], [T, Hkv, D], [T, Hkv, D]
         q, k = self.rotary.forward(meta.positions, q, k)
         kernels.write_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
+        return q
+
+    def attend(self, q: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Attention of q [T, Hq, D] over the paged cache -> [T, Hq * D]."""
         if meta.lone_kv_slots is not None:
             out = reference.lone_sequence_attention(q, self.k_cache, self.v_cache, meta.lone_kv_slots, self.scale)
-            return self.o_proj.forward(out.flatten(1))
+            return out.flatten(1)
         out = kernels.paged_attention(
             q,
             self.k_cache,
@@ -57,4 +66,4 @@ class Attention(nn.Module):
             self.scale,
             meta.max_query_len,
         )  # [T, Hq, D]
-        return self.o_proj.forward(out.flatten(1))
+        return out.flatten(1)

@@ -37,12 +37,22 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = SwiGLU(spec.hidden_size, spec.intermediate_size, spec.mlp_bias)
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata):
+        q, residual = self.pre_attention(hidden, residual, meta)
+        return self.post_attention(self.self_attn.attend(q, meta), residual)
+
+    # The two halves around attention, for piecewise CUDA graphs (engine/piecewise_graphs.py).
+    def pre_attention(self, hidden: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata):
+        """(hidden, residual) -> (q [T, Hq, D], residual), this step's K/V written to the cache."""
         # The residual stream is carried apart so each norm fuses the add: (hidden, residual) -> same.
         if residual is None:
             hidden, residual = self.input_layernorm.forward(hidden), hidden
         else:
             hidden, residual = self.input_layernorm.forward(hidden, residual)
-        hidden = self.self_attn.forward(hidden, meta)
+        return self.self_attn.project(hidden, meta), residual
+
+    def post_attention(self, attention_out: torch.Tensor, residual: torch.Tensor):
+        """(attention output [T, Hq * D], residual) -> (hidden, residual) after the MLP."""
+        hidden = self.self_attn.o_proj.forward(attention_out)
         hidden, residual = self.post_attention_layernorm.forward(hidden, residual)
         return self.mlp.forward(hidden), residual
 
