@@ -70,11 +70,11 @@ def _decode_split_kernel(
         k = tl.load(
             k_cache_ptr + (block * stride_kb + in_block * stride_ks + kv_head * stride_kh)[:, None] + dims[None, :],
             mask=kv_mask, other=0.0,
-        )  # [TILE, BLOCK_D]
+        ).to(q.dtype)  # [TILE, BLOCK_D]; an fp8 cache is widened here
         v = tl.load(
             v_cache_ptr + (block * stride_vb + in_block * stride_vs + kv_head * stride_vh)[:, None] + dims[None, :],
             mask=kv_mask, other=0.0,
-        )
+        ).to(q.dtype)
         scores = tl.dot(q, tl.trans(k)) * scale_log2  # [BLOCK_H, TILE], log2 domain
         scores = tl.where(pos_mask[None, :], scores, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(scores, 1))

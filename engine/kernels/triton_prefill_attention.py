@@ -65,11 +65,11 @@ def _prefill_kernel(
         k = tl.load(
             k_cache_ptr + (block * stride_kb + in_block * stride_ks + kv_head * stride_kh)[:, None] + dims[None, :],
             mask=kv_mask, other=0.0,
-        )  # [BLOCK_N, BLOCK_D]
+        ).to(q.dtype)  # [BLOCK_N, BLOCK_D]; an fp8 cache is widened here
         v = tl.load(
             v_cache_ptr + (block * stride_vb + in_block * stride_vs + kv_head * stride_vh)[:, None] + dims[None, :],
             mask=kv_mask, other=0.0,
-        )
+        ).to(q.dtype)
         scores = tl.dot(q, tl.trans(k)) * scale_log2  # [BLOCK_M, BLOCK_N]
         visible = (pos[None, :] <= q_pos[:, None]) & pos_mask[None, :]
         scores = tl.where(visible, scores, float("-inf"))

@@ -48,3 +48,8 @@ def test_pieces_equal_the_plain_forward_on_a_mixed_step(model_dir):
         split = pieces.run(input_ids, meta)
     assert split.shape == plain.shape == (11, runner.spec.hidden_size)
     torch.testing.assert_close(split, plain, rtol=0, atol=0)
+
+
+def test_an_fp8_kv_cache_is_refused_on_the_cpu(model_dir):
+    with pytest.raises(ValueError, match="fp8"):
+        ModelRunner(EngineConfig(model=str(model_dir), device="cpu", kv_cache_dtype="fp8"))

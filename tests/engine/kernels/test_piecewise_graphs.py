@@ -17,9 +17,8 @@ from tests.engine.kernels.gpu import requires_cuda
 
 @pytest.mark.gpu
 @requires_cuda
-def test_replayed_mixed_steps_equal_the_eager_forward(model_dir):
-    runner = ModelRunner(EngineConfig(model=str(model_dir), device="cuda", dtype="bfloat16", kv_cache_tokens=4096,
-                                      max_model_len=512, max_num_batched_tokens=256, max_num_seqs=8))
+def test_replayed_mixed_steps_equal_the_eager_forward(tmp_path):
+    runner = _runner(tmp_path, max_num_batched_tokens=256, max_num_seqs=8)
     assert runner.piecewise is not None
     generator = torch.Generator().manual_seed(0)
     prompts = [torch.randint(1, 1000, (n,), generator=generator).tolist() for n in (40, 100, 7)]
@@ -45,11 +44,23 @@ def test_replayed_mixed_steps_equal_the_eager_forward(model_dir):
 
 @pytest.mark.gpu
 @requires_cuda
-def test_every_bucket_is_captured_with_one_graph_a_piece(model_dir):
+def test_every_bucket_is_captured_with_one_graph_a_piece(tmp_path):
     assert kernels.use_triton()
-    runner = ModelRunner(EngineConfig(model=str(model_dir), device="cuda", dtype="bfloat16", kv_cache_tokens=4096,
-                                      max_model_len=512, max_num_batched_tokens=300, max_num_seqs=4))
+    runner = _runner(tmp_path, max_num_batched_tokens=300, max_num_seqs=4)
     graphs: PiecewiseGraphs = runner.piecewise
     assert graphs.buckets == [16, 32, 64, 128, 256, 300]
     assert all(len(pieces) == runner.spec.num_layers + 1 for pieces in graphs.graphs.values())
     assert not graphs.can_run(301)
+
+
+def _runner(folder, **limits) -> ModelRunner:
+    config = EngineConfig(model=str(_dummy_smollm2(folder)), dummy_weights=True, device="cuda", dtype="bfloat16",
+                          kv_cache_tokens=4096, max_model_len=512, **limits)
+    return ModelRunner(config)
+
+
+def _dummy_smollm2(folder):
+    # SmolLM2-135M's shapes with random weights: the GPU host has no copy of the real model.
+    from engine.models.dummy import write_dummy_model
+
+    return write_dummy_model("smollm2-135m", folder / "smollm2-135m")
