@@ -9,6 +9,11 @@ admission, tokenization, Celery, Redis Streams, the worker's loop and detokeniza
 shares the machine's cores with the stack, as a real co-located load generator would; the CPU each
 process spends per request is printed too, since on a machine of few cores a herd of streams starting
 at once waits on the sum.
+
+The in-process side has no client, so the stack side's client must cost next to nothing or its own
+CPU is counted as the stack's: it is llmq.bench_client (asyncio + httptools, ~0.1 ms of CPU per
+request) rather than httpx (~3 ms per request and ~0.1 ms per chunk, which on 2 cores held a herd of
+32 streams ~100 ms in the client before the gateway saw its last request).
 """
 
 from __future__ import annotations
@@ -121,36 +126,38 @@ def in_process(model: str, pauses: list[list[float]], max_tokens: int, tokens_pe
 
 
 async def through_stack(url: str, model_name: str, pauses: list[list[float]], max_tokens: int) -> Samples:
-    import httpx
     import msgspec
 
+    from llmq.bench_client import SSEClient
+
     samples = Samples()
-    body = {"model": model_name, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    body = msgspec.json.encode({"model": model_name, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0,
+                                "stream": True})
 
-    async def one(client: httpx.AsyncClient, record: bool = True) -> None:
+    async def one(client: SSEClient, record: bool = True) -> None:
         start, last = time.perf_counter(), None
-        async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
-            response.raise_for_status()
-            async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                choices = msgspec.json.decode(line[6:]).get("choices") or []
-                if not (choices and choices[0].get("delta", {}).get("content")):
-                    continue
-                now = time.perf_counter()
-                if record:
-                    samples.itl.append(now - last) if last is not None else samples.ttft.append(now - start)
-                last = now
+        async for data in client.events("/v1/chat/completions", body):
+            if data == b"[DONE]":
+                continue
+            choices = msgspec.json.decode(data).get("choices") or []
+            if not (choices and choices[0].get("delta", {}).get("content")):
+                continue
+            now = time.perf_counter()
+            if record:
+                samples.itl.append(now - last) if last is not None else samples.ttft.append(now - start)
+            last = now
 
-    async def stream_user(client: httpx.AsyncClient, stream_pauses: list[float]) -> None:
+    async def stream_user(client: SSEClient, stream_pauses: list[float]) -> None:
         for pause in stream_pauses:
             await asyncio.sleep(pause)
             await one(client)
 
-    limits = httpx.Limits(max_connections=len(pauses), max_keepalive_connections=len(pauses))
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    client = SSEClient(url)
+    try:
         await one(client, record=False)  # warm-up: the gateway's first tokenization, the worker's first job
         await asyncio.gather(*(stream_user(client, p) for p in pauses))
+    finally:
+        client.close()
     return samples
 
 
