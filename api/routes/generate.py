@@ -7,7 +7,6 @@ from litestar import Controller, Request, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
-from api.auth import require_api_key
 from api.plan import plan_chat, plan_completion
 from api.schemas import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest
 from api.serve import serve
@@ -42,7 +41,6 @@ async def _plan(planner, data, gateway):
 
 class GenerateController(Controller):
     path = "/v1"
-    guards = [require_api_key]
     tags = ["generation"]
 
     @post("/chat/completions", operation_id="createChatCompletion", status_code=200,

@@ -8,7 +8,6 @@ from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from api.auth import require_api_key
 from api.plan import find_model
 from api.schemas import ModelCard, ModelList
 
@@ -17,7 +16,6 @@ _STARTED = int(time.time())
 
 class ModelsController(Controller):
     path = "/v1/models"
-    guards = [require_api_key]
     tags = ["models"]
 
     @get("/", operation_id="listModels", summary="Models this gateway serves")
