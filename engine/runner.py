@@ -10,6 +10,7 @@ from engine import kernels
 from engine.attention_metadata import AttentionMetadata, build_step_inputs
 from engine.config import EngineConfig
 from engine.cuda_graphs import GraphRunner, decode_inputs
+from engine.decode_inputs import DecodeInputs
 from engine.loader import load_model
 from engine.models.spec import ModelSpec
 from engine.piecewise_graphs import PiecewiseGraphs
@@ -60,6 +61,9 @@ class ModelRunner:
         self.sampler = Sampler(self.device, config.seed)
         # Decode steps replay CUDA graphs; they need the Triton kernels (padded rows write slot -1).
         self.graphs = self._capture_decode_graphs() if triton and config.cuda_graphs else None
+        self.decode_inputs = (
+            DecodeInputs(config.max_num_seqs, self._max_blocks_per_seq(), self.block_size) if self.graphs else None
+        )
         # Steps with prefill chunks replay graphs of everything between the attention calls.
         self.piecewise = self._capture_piecewise_graphs() if triton and config.cuda_graphs else None
 
@@ -68,20 +72,11 @@ class ModelRunner:
         """One SampledToken per chunk whose `.samples` is true, in chunk order."""
         if not batch.chunks:
             return []
+        if self.graphs is not None and self.graphs.can_run(len(batch.chunks)) and _samples_one_token_each(batch):
+            logits = self.graphs.run(**self.decode_inputs.build(batch))  # [B, V], the graph's own rows
+            return self.sampler(logits, [chunk.seq for chunk in batch.chunks])
         input_ids, meta = build_step_inputs(batch, self.block_size, self.device)
         sampling = [chunk.seq for chunk in batch.chunks if chunk.samples]
-        decode_only = meta.max_query_len == 1 and len(sampling) == len(batch.chunks)
-        if self.graphs is not None and decode_only and self.graphs.can_run(len(sampling)):
-            # Every chunk samples one token, so the graph's logits rows are the sampling rows.
-            logits = self.graphs.run(
-                input_ids=input_ids,
-                positions=meta.positions,
-                slot_mapping=meta.slot_mapping,
-                block_tables=meta.block_tables,
-                seq_lens=meta.seq_lens,
-                query_start_loc=meta.query_start_loc,
-            )
-            return self.sampler(logits, sampling)
         if self.piecewise is not None and self.piecewise.can_run(meta.num_tokens):
             hidden = self.piecewise.run(input_ids, meta)  # [T, H], valid until the next step
         else:
@@ -91,8 +86,11 @@ class ModelRunner:
         logits = self.model.compute_logits(hidden.index_select(0, meta.sample_indices))  # [S, V]
         return self.sampler(logits, sampling)
 
+    def _max_blocks_per_seq(self) -> int:
+        return -(-self.max_model_len // self.block_size)
+
     def _capture_decode_graphs(self) -> GraphRunner:
-        max_blocks = -(-self.max_model_len // self.block_size)
+        max_blocks = self._max_blocks_per_seq()
         graphs = GraphRunner(self._decode_logits, self.config.max_num_seqs, decode_inputs(max_blocks), self.device)
         graphs.capture()
         return graphs
@@ -118,7 +116,9 @@ class ModelRunner:
         return self.model.compute_logits(self.model(input_ids, meta))
 
     def release(self, request_id: str) -> None:
-        """Nothing is kept per request outside the KV pool, which the scheduler manages."""
+        """Drop the copy of the request's block table kept for decode steps."""
+        if self.decode_inputs is not None:
+            self.decode_inputs.release(request_id)
 
     # -- KV pool ----------------------------------------------------------------------------
 
@@ -180,6 +180,11 @@ class ModelRunner:
         free, total = torch.cuda.mem_get_info(self.device)
         held_by_others = total - free - torch.cuda.memory_reserved(self.device)
         return max(0, int(total * self.config.gpu_memory_utilization) - held_by_others - peak)
+
+
+def _samples_one_token_each(batch: ScheduledBatch) -> bool:
+    """A decode step: every chunk feeds one token and samples the next."""
+    return all(chunk.num_tokens == 1 and chunk.samples for chunk in batch.chunks)
 
 
 def _refuse_unimplemented(config: EngineConfig) -> None:

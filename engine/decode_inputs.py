@@ -1,0 +1,85 @@
+"""Inputs of a CUDA-graph decode step, built on the host in time proportional to the batch.
+
+The general builder (engine/attention_metadata.py) turns every sequence's whole block table into
+a fresh tensor each step: at 224 sequences of ~1,000 tokens that was the largest share of a
+decode step's host time, during which the GPU waits. Here each request keeps a numpy copy of its
+block table that only grows by the blocks added since the last step (a preempted request gets a
+new list from the KV cache manager and is copied afresh), and the step's vectors are written into
+pinned host buffers that the graph runner copies to the GPU asynchronously.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from engine.sequence import ScheduledBatch
+
+
+class _Table:
+    __slots__ = ("source", "synced", "row")
+
+    def __init__(self, source: list[int], max_blocks: int) -> None:
+        self.source = source  # the Sequence's block_table list: replaced, never shrunk in place
+        self.synced = 0
+        self.row = np.zeros(max_blocks, dtype=np.int32)
+
+
+class DecodeInputs:
+    """build(batch) -> the tensors GraphRunner.run takes for a batch of one-token chunks."""
+
+    def __init__(self, max_seqs: int, max_blocks: int, block_size: int, pin: bool = True) -> None:
+        self.block_size = block_size
+        self.max_blocks = max_blocks
+
+        def buffer(*shape, dtype):
+            tensor = torch.zeros(shape, dtype=dtype)
+            return tensor.pin_memory() if pin else tensor
+
+        self.input_ids = buffer(max_seqs, dtype=torch.int64)
+        self.positions = buffer(max_seqs, dtype=torch.int64)
+        self.slot_mapping = buffer(max_seqs, dtype=torch.int64)
+        self.seq_lens = buffer(max_seqs, dtype=torch.int32)
+        self.block_tables = buffer(max_seqs, max_blocks, dtype=torch.int32)
+        self.query_start_loc = buffer(max_seqs + 1, dtype=torch.int32)
+        self.query_start_loc.copy_(torch.arange(max_seqs + 1, dtype=torch.int32))
+        self._tables: dict[str, _Table] = {}
+
+    def build(self, batch: ScheduledBatch) -> dict[str, torch.Tensor]:
+        """Views of the pinned buffers, valid until the next build (the copies they feed are
+        ordered on the stream before the step that reads them, which ends before build runs again)."""
+        chunks = batch.chunks
+        count = len(chunks)
+        size = self.block_size
+        positions = [chunk.start for chunk in chunks]
+        self.input_ids.numpy()[:count] = [chunk.seq.token_ids[chunk.start] for chunk in chunks]
+        self.positions.numpy()[:count] = positions
+        self.seq_lens.numpy()[:count] = [position + 1 for position in positions]
+        self.slot_mapping.numpy()[:count] = [
+            chunk.seq.block_table[position // size] * size + position % size
+            for chunk, position in zip(chunks, positions)
+        ]
+        width = max(position // size for position in positions) + 1
+        tables = self.block_tables.numpy()
+        for index, chunk in enumerate(chunks):
+            tables[index, :width] = self._row(chunk.seq.request_id, chunk.seq.block_table)[:width]
+        return {
+            "input_ids": self.input_ids[:count],
+            "positions": self.positions[:count],
+            "slot_mapping": self.slot_mapping[:count],
+            "block_tables": self.block_tables[:count, :width],
+            "seq_lens": self.seq_lens[:count],
+            "query_start_loc": self.query_start_loc[: count + 1],
+        }
+
+    def release(self, request_id: str) -> None:
+        self._tables.pop(request_id, None)
+
+    def _row(self, request_id: str, block_table: list[int]) -> np.ndarray:
+        table = self._tables.get(request_id)
+        if table is None or table.source is not block_table:
+            table = self._tables[request_id] = _Table(block_table, self.max_blocks)
+        if table.synced < len(block_table):
+            table.row[table.synced : len(block_table)] = block_table[table.synced :]
+            table.synced = len(block_table)
+        return table.row
