@@ -1,7 +1,8 @@
 """Saturated throughput of the whole `torch` engine as it serves: N concurrent requests of a long
 prompt and a long output, the KV pool sized from free GPU memory (gpu_memory_utilization) as a
 worker sizes it, so when the pool cannot hold every sequence whole the scheduler preempts and
-recomputes, as it would in service. One run per KV cache dtype, in one process, one table.
+recomputes, as it would in service. One run per KV cache dtype, each in its own process (an
+engine's CUDA graphs and pools are not all returned to the allocator when it is dropped), one table.
 
     python -m engine.bench_gpu_saturated --model-config llama-3.1-8b --kv-cache-dtypes auto,fp8
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,15 +66,31 @@ def saturated_run(folder: Path, kv_cache_dtype: str, concurrency: int, prompt_le
 @click.option("--max-num-batched-tokens", default=2048, show_default=True)
 @click.option("--deadline", type=float, default=None, help="Seconds after which a run stops (its rate so far).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the results as JSON here.")
-def main(model_config, kv_cache_dtypes, concurrency, prompt_len, output_len, max_num_batched_tokens, deadline, out):
+@click.option("--one", is_flag=True, hidden=True, help="Run the single dtype given and print its JSON (a child).")
+def main(model_config, kv_cache_dtypes, concurrency, prompt_len, output_len, max_num_batched_tokens, deadline, out,
+         one):
     from engine.models.dummy import write_dummy_model
 
     folder = write_dummy_model(model_config, Path(tempfile.mkdtemp()) / model_config)
+    if one:
+        result = saturated_run(folder, kv_cache_dtypes, concurrency, prompt_len, output_len,
+                               max_num_batched_tokens, deadline)
+        print(f"RESULT {json.dumps(result)}", flush=True)
+        return
     results = []
     for kv_dtype in kv_cache_dtypes.split(","):
         print(f"# saturated run, kv_cache_dtype={kv_dtype} ...", flush=True)
-        results.append(saturated_run(folder, kv_dtype, concurrency, prompt_len, output_len, max_num_batched_tokens,
-                                     deadline))
+        args = [sys.executable, "-m", "engine.bench_gpu_saturated", "--one", "--model-config", model_config,
+                "--kv-cache-dtypes", kv_dtype, "--concurrency", str(concurrency), "--prompt-len", str(prompt_len),
+                "--output-len", str(output_len), "--max-num-batched-tokens", str(max_num_batched_tokens)]
+        if deadline is not None:
+            args += ["--deadline", str(deadline)]
+        child = subprocess.run(args, stdout=subprocess.PIPE, text=True)
+        lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
+        if child.returncode != 0 or not lines:
+            print(f"# kv_cache_dtype={kv_dtype} failed (exit {child.returncode})", flush=True)
+            continue
+        results.append(json.loads(lines[-1][len("RESULT "):]))
         print(f"# {json.dumps(results[-1])}", flush=True)
     device = torch.cuda.get_device_name()
     print(f"\nsaturated on {device}: {concurrency} x {prompt_len} in / {output_len} out, "
