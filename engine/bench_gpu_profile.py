@@ -128,6 +128,22 @@ def mixed(engine, rng, batch: int, prompt_len: int, steps: int, top: int) -> dic
     }
 
 
+def single(engine, rng, prompt_len: int, steps: int, top: int) -> dict:
+    """One request decoding alone: step time and the kernels of its decode graph."""
+    params = SamplingParams(max_tokens=3 * steps + 16, temperature=0.0, ignore_eos=True)
+    engine.add_request("b1", _prompt(rng, prompt_len, engine.vocab_size), params)
+    while engine.stats().waiting or _prefilling(engine):
+        engine.step()
+    step_times = _timed_steps(engine, steps)
+    kernels, wall = _profile(engine, 5, top)
+    engine.abort("b1")
+    while engine.has_unfinished():
+        engine.step()
+    return {"prompt_len": prompt_len, "decode_step_ms_median": 1000 * statistics.median(step_times),
+            "decode_tok_s": 1 / statistics.median(step_times), "profiled_steps_ms": 1000 * wall / 5,
+            "kernels": kernels}
+
+
 def _print(name: str, result: dict) -> None:
     print(f"## {name}")
     for key, value in result.items():
@@ -165,6 +181,8 @@ def main(model_config, concurrency, prompt_len, mixed_batch, mixed_prompt, steps
     print(f"# engine ready in {time.perf_counter() - started:.1f} s, {engine.stats()}", flush=True)
     rng = random.Random(0)
     results = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    results["single"] = single(engine, rng, min(512, prompt_len), steps, 40)
+    _print("single", results["single"])
     results["mixed"] = mixed(engine, rng, mixed_batch, mixed_prompt, steps, top)
     _print("mixed", results["mixed"])
     results["saturated"] = saturated(engine, rng, concurrency, prompt_len, steps, top)
