@@ -12,10 +12,10 @@ from safetensors import safe_open
 from torch import nn
 
 from engine.errors import ModelLoadError
+from engine.models.dummy import fill_dummy_weights  # also imported from here by the transformers baseline
 from engine.models.registry import model_class
 from engine.models.spec import ModelSpec, read_model_spec
 
-DUMMY_STD = 0.02
 # Checkpoint entries that are not parameters of ours (recomputed buffers).
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -70,18 +70,6 @@ def load_safetensors(model: nn.Module, folder: Path) -> None:
     if incomplete:
         shown = ", ".join(incomplete[:5]) + (" ..." if len(incomplete) > 5 else "")
         raise ModelLoadError(f"{folder}: checkpoint lacks {len(incomplete)} parameters: {shown}")
-
-
-def fill_dummy_weights(model: nn.Module, seed: int) -> None:
-    """Normal(0, 0.02) everywhere but norm scales (ones), from a seeded generator: reproducible runs."""
-    generator = None
-    for name, param in model.named_parameters():
-        if generator is None:
-            generator = torch.Generator(device=param.device).manual_seed(seed)
-        if param.dim() == 1 and "norm" in name:
-            param.fill_(1.0)
-        else:
-            param.normal_(0.0, DUMMY_STD, generator=generator)
 
 
 def _our_name(key: str, packed: dict) -> tuple[str, object]:

@@ -1,19 +1,63 @@
-"""Model folders without weights, for `dummy_weights` benchmarks of real architectures.
+"""Random models of real architectures: config-only folders and the weights that fill them.
 
 Speed does not depend on weight values, so a benchmark of Llama-3.1-8B's shapes needs only
 its config.json; the tokenizer comes from the default model (its ids fit any larger vocab).
+
+Correctness does depend on them: the engine is checked against transformers on the same random
+weights, so the random model must be no more chaotic than a trained one. The init is therefore
+width-independent: every weight matrix is normal with std = 1/sqrt(3 * fan_in) (the scale of
+torch.nn.Linear's default init), embeddings normal(0, 0.02), norm scales ones. It replaced
+transformers' own init, std 0.02 everywhere, because that one's gain std * sqrt(fan_in) grows with
+width: 1.28 at Llama-3.1-8B's hidden 4096 (2.39 in down_proj), where 32 random layers amplify
+1-ulp bf16 differences so much that transformers in bf16 is 6e-2 away from itself in float32 and
+any two bf16 implementations disagree as much. With this init the bf16 error at 32 layers
+(1.3e-2) is that of a trained model of that depth (SmolLM2-135M, 30 layers: 1.0e-2), whatever
+the width, so a narrow CPU model stands for the 8B one. `python -m engine.bench_logits` measures it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmq.paths import resolve_model
 
+if TYPE_CHECKING:
+    from torch import nn
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+LINEAR_GAIN = 3**-0.5  # std * sqrt(fan_in) of every weight matrix
+EMBEDDING_STD = 0.02  # embeddings and biases
+
+
+def dummy_std(name: str, shape: tuple[int, ...]) -> float:
+    """The std of dummy parameter `name` (a checkpoint-style name, ours or transformers')."""
+    if len(shape) == 2 and "embed" not in name:
+        return LINEAR_GAIN / math.sqrt(shape[1])  # [out, in]: fan_in = in
+    return EMBEDDING_STD
+
+
+def fill_dummy_weights(model: nn.Module, seed: int, std_of=dummy_std) -> None:
+    """Norm scales ones, every other parameter normal(0, std_of(name, shape)).
+
+    Drawn in named_parameters order from one generator seeded with `seed` on the parameters'
+    device, so a seed gives the same weights on every run. Transformers' module of the same config
+    draws the same numbers on the CPU: its q/k/v and gate/up come in the order of our merged rows,
+    with the same fan_in."""
+    import torch  # here: the folder helpers above serve torch-free callers too
+
+    generator = None
+    for name, param in model.named_parameters():
+        if generator is None:
+            generator = torch.Generator(device=param.device).manual_seed(seed)
+        if param.dim() == 1 and "norm" in name:
+            param.fill_(1.0)
+        else:
+            param.normal_(0.0, std_of(name, tuple(param.shape)), generator=generator)
 
 
 def shipped_configs() -> list[str]:

@@ -118,6 +118,8 @@ def test_dummy_weights_are_seeded_and_filled_like_our_engines(model_dir):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from engine.models.dummy import dummy_std
+
     config = EngineConfig(model=str(model_dir), device="cpu", dummy_weights=True, seed=3)
     one, two = create_engine("hf", config), create_engine("hf", config)
     try:
@@ -125,7 +127,8 @@ def test_dummy_weights_are_seeded_and_filled_like_our_engines(model_dir):
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), two.model.state_dict().values()))
         assert model.lm_head.weight is model.model.embed_tokens.weight  # SmolLM2 ties them
         assert torch.equal(model.model.norm.weight, torch.ones_like(model.model.norm.weight))
-        assert abs(model.model.layers[0].mlp.up_proj.weight.std().item() - 0.02) < 0.001
+        up = model.model.layers[0].mlp.up_proj.weight  # [1536, 576]: std 1 / sqrt(3 * 576), as our engine's
+        assert abs(up.std().item() - dummy_std("up_proj.weight", tuple(up.shape))) < 0.001
         # The rotary frequencies are those of transformers' usual construction.
         usual = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
         assert torch.equal(model.model.rotary_emb.inv_freq, usual.model.rotary_emb.inv_freq)

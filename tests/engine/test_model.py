@@ -161,7 +161,7 @@ def test_dummy_weights_are_deterministic(tmp_path):
     weight = "model.layers.1.mlp.down_proj.weight"
     params = [dict(m.named_parameters())[weight] for m in (first, second, other)]
     assert torch.equal(params[0], params[1]) and not torch.equal(params[0], params[2])
-    assert 0.015 < params[0].std().item() < 0.025
+    assert 0.05 < params[0].std().item() < 0.07  # 1 / sqrt(3 * fan_in), fan_in = intermediate_size 96
     assert torch.all(dict(first.named_parameters())["model.norm.weight"] == 1.0)
 
 
