@@ -79,8 +79,8 @@ class EngineHost:
         now = time.time()
         if 0 < job.deadline <= now:
             return self._end_unstarted(request, request.error_event(codes.DEADLINE_EXCEEDED, "deadline passed in the queue"))
-        if self._pick_up(job.request_id):
-            return self._end_unstarted(request, request.done_event("abort"))
+        # The loop leases it and checks for an abort in one round trip for all the jobs that arrived
+        # together, before the engine sees them.
         self._inbox.put(("add", request))
         timeout = max(job.deadline - now, 0.0) + WEDGED_LOOP_GRACE_S if job.deadline > 0 else None
         if not request.ended.wait(timeout):
@@ -113,12 +113,6 @@ class EngineHost:
             log.warning("could not publish the end of %s: %s", request.request_id, exc)
         return request.outcome
 
-    def _pick_up(self, request_id: str) -> bool:
-        """Leases the request and says whether it was aborted before it got here."""
-        try:
-            return self.publisher.pick_up(request_id)
-        except redis.RedisError:
-            return False  # the loop's periodic checks look again
 
     # ---- the engine thread ---------------------------------------------------------------------
 
@@ -161,17 +155,39 @@ class EngineHost:
             message = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
         except queue.Empty:
             return
+        arrived: list[LiveRequest] = []
         while True:
-            self._handle(*message)
+            if message[0] == "add":
+                arrived.append(message[1])
+            else:
+                self._pick_up(arrived)  # an abort or a stop after an add applies to it
+                arrived = []
+                self._handle(*message)
             try:
                 message = self._inbox.get_nowait()
             except queue.Empty:
-                return
+                break
+        self._pick_up(arrived)
+
+    def _pick_up(self, arrived: list[LiveRequest]) -> None:
+        """Leases the new jobs (so the gateway can tell one lost with this worker from one still
+        queued) and adds them to the engine, but for those aborted before they got here."""
+        if not arrived:
+            return
+        aborted = [False] * len(arrived)  # unless Redis says otherwise; the periodic checks look again
+        if self._outage_since is None:
+            try:
+                aborted = self.publisher.pick_up([request.request_id for request in arrived])
+            except redis.RedisError:
+                pass
+        for request, was_aborted in zip(arrived, aborted):
+            if was_aborted:
+                self._end(request, request.done_event("abort"))
+            else:
+                self._add(request)
 
     def _handle(self, kind: str, value) -> None:
-        if kind == "add":
-            self._add(value)
-        elif kind == "abort":
+        if kind == "abort":
             request = self._live.get(value)
             if request is not None:
                 self._end(request, request.done_event("abort"))
@@ -209,7 +225,6 @@ class EngineHost:
         request.in_engine = True
         self._step_failed = False
         self._out.events.append((rid, request.start_event()))
-        self._out.leases.append(rid)
         if request.job.deadline > 0:
             self._out.stream_ttls[rid] = int(max(request.job.deadline - time.time(), 0)) + protocol.STREAM_EXPIRE_S
 

@@ -80,13 +80,14 @@ class Publisher:
         """A terminal event for a job that never reached the engine (expired or aborted at pickup)."""
         self.flush(Outgoing(events=[(request_id, event)]))
 
-    def pick_up(self, request_id: str) -> bool:
-        """Takes the request's lease before its first engine step, so the gateway can tell a job
-        lost with its worker from one still queued; True if an abort was requested already."""
+    def pick_up(self, request_ids: list[str]) -> list[bool]:
+        """Takes the requests' leases before their first engine step, so the gateway can tell a job
+        lost with its worker from one still queued; per request, whether an abort was requested already."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(protocol.lease_key(request_id), self.worker_id, px=self._lease_ms)
-        pipe.exists(protocol.abort_key(request_id))
-        return bool(pipe.execute()[1])
+        for request_id in request_ids:
+            pipe.set(protocol.lease_key(request_id), self.worker_id, px=self._lease_ms)
+            pipe.exists(protocol.abort_key(request_id))
+        return [bool(exists) for exists in pipe.execute()[1::2]]
 
     def remove_heartbeat(self) -> None:
         self.client.delete(protocol.worker_key(self.worker_id))
