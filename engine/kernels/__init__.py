@@ -11,6 +11,8 @@ Shapes (T = tokens of this step over all sequences, B = sequences, D = head_dim)
   rms_norm(x [T,H], weight [H], eps, residual [T,H] | None) -> out | (out, new_residual)
       With residual: new_residual = x + residual; out = norm(new_residual) * weight.
   rotary(q [T,Hq,D], k [T,Hkv,D], positions [T] int64, cos_sin_cache [P, D]) -> (q, k)  (neox style)
+  rotary_write_kv(q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot_mapping) -> q rotated
+      rotary, then write_kv of the rotated k and v: one kernel on CUDA (slot < 0: no write).
   silu_and_mul(x [T, 2I]) -> [T, I]
   linear(x [T,K], weight [N,K], bias [N] | None) -> [T,N]   (added; reference: F.linear)
       The Triton version streams the weight with a GEMV for T <= 16 (decode), cuBLAS above.
@@ -30,9 +32,18 @@ silu_and_mul = reference.silu_and_mul
 linear = F.linear
 
 
+def _rotary_write_kv_reference(q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot_mapping):
+    q, k = rotary(q, k, positions, cos_sin_cache)
+    write_kv(k, v, k_cache, v_cache, slot_mapping)
+    return q
+
+
+rotary_write_kv = _rotary_write_kv_reference
+
+
 def use_triton() -> bool:
     """Swap in the Triton kernels (CUDA only). Returns whether they were installed."""
-    global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear
+    global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear, rotary_write_kv
     try:
         import torch
 
@@ -47,15 +58,17 @@ def use_triton() -> bool:
     rotary = triton_ops.rotary
     silu_and_mul = triton_ops.silu_and_mul
     linear = triton_ops.linear
+    rotary_write_kv = triton_ops.rotary_write_kv
     return True
 
 
 def use_reference() -> None:
     """Put the torch references back (tests compare both on one device)."""
-    global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear
+    global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear, rotary_write_kv
     write_kv = reference.write_kv
     paged_attention = reference.paged_attention
     rms_norm = reference.rms_norm
     rotary = reference.rotary
     silu_and_mul = reference.silu_and_mul
     linear = F.linear
+    rotary_write_kv = _rotary_write_kv_reference

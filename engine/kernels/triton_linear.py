@@ -21,6 +21,9 @@ _CONFIGS = [
     for bn, bk, w, s in [
         (16, 256, 4, 4), (32, 256, 4, 4), (64, 128, 4, 4), (16, 512, 4, 3),
         (32, 128, 4, 5), (64, 256, 8, 3), (128, 128, 8, 4), (8, 512, 4, 4),
+        # More, narrower programs with deeper pipelines: the 4096-wide layers (qkv, o) of an 8B
+        # model give the wide blocks too few programs to keep every SM's loads in flight.
+        (8, 1024, 4, 3), (16, 1024, 8, 3), (8, 256, 2, 6), (16, 128, 4, 8),
     ]
 ]
 

@@ -13,6 +13,7 @@ from engine.kernels.triton_decode_attention import decode_attention
 from engine.kernels.triton_elementwise import rms_norm, rotary, silu_and_mul
 from engine.kernels.triton_linear import linear
 from engine.kernels.triton_prefill_attention import prefill_attention
+from engine.kernels.triton_rotary_cache import rotary_write_kv
 
 __all__ = ["linear", "paged_attention", "rms_norm", "rotary", "silu_and_mul", "write_kv"]
 

@@ -47,9 +47,9 @@ class Attention(nn.Module):
         qkv = self.qkv_proj.forward(hidden).view(-1, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
         # torch.split_with_sizes: Tensor.split's Python wrapper costs a few microseconds a layer.
         q, k, v = torch.split_with_sizes(qkv, self.head_split, dim=1)  # [T, Hq, D], [T, Hkv, D], [T, Hkv, D]
-        q, k = self.rotary.forward(meta.positions, q, k)
-        kernels.write_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
-        return q
+        return kernels.rotary_write_kv(
+            q, k, v, meta.positions, self.rotary.cos_sin_cache, self.k_cache, self.v_cache, meta.slot_mapping
+        )
 
     def attend(self, q: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """Attention of q [T, Hq, D] over the paged cache -> [T, Hq * D]."""

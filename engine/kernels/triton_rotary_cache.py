@@ -1,0 +1,108 @@
+"""Rotary embedding and the K/V cache write in one kernel, Triton.
+
+At batch 1 a decode step runs two tiny kernels a layer here (rotary, then the cache write), each
+mostly launch latency. One program per token rotates q into q_out, rotates k and stores it
+straight into its cache slot, and stores v there too. A negative slot (a padded CUDA-graph row)
+still gets its q rotated but writes nothing to the cache. An fp8 cache saturates at +-448 as in
+engine/kernels/triton_cache.py.
+Reference: engine/kernels/__init__.py (_rotary_write_kv_reference: rotary, then write_kv).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from engine.kernels.triton_cache import _fp8_max
+
+
+@triton.jit
+def _rotary_write_kv_kernel(
+    q_ptr, k_ptr, v_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, positions_ptr, cos_sin_ptr, slot_mapping_ptr,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_qot, stride_qoh, stride_cs,
+    stride_kcb, stride_kcs, stride_kch, stride_vcb, stride_vcs, stride_vch,
+    NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HALF: tl.constexpr, BLOCK_HQ: tl.constexpr,
+    BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_SIZE: tl.constexpr, FP8_MAX: tl.constexpr,
+):
+    token = tl.program_id(0).to(tl.int64)
+    pos = tl.load(positions_ptr + token)
+    freqs = tl.arange(0, BLOCK_HALF)
+    freq_mask = freqs < HALF
+    # cos_sin cache row [D]: cos of the D/2 frequencies, then their sin.
+    cos = tl.load(cos_sin_ptr + pos * stride_cs + freqs, mask=freq_mask, other=0.0).to(tl.float32)[None, :]
+    sin = tl.load(cos_sin_ptr + pos * stride_cs + HALF + freqs, mask=freq_mask, other=0.0).to(tl.float32)[None, :]
+
+    heads = tl.arange(0, BLOCK_HQ)
+    mask = (heads < NUM_Q_HEADS)[:, None] & freq_mask[None, :]
+    src = q_ptr + token * stride_qt + heads[:, None] * stride_qh + freqs[None, :]
+    dst = q_out_ptr + token * stride_qot + heads[:, None] * stride_qoh + freqs[None, :]
+    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
+    tl.store(dst, (x1 * cos - x2 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, (x2 * cos + x1 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
+
+    slot = tl.load(slot_mapping_ptr + token)
+    if slot < 0:
+        return
+    block = slot // BLOCK_SIZE
+    in_block = slot % BLOCK_SIZE
+    heads = tl.arange(0, BLOCK_HKV)
+    mask = (heads < NUM_KV_HEADS)[:, None] & freq_mask[None, :]
+    src = k_ptr + token * stride_kt + heads[:, None] * stride_kh + freqs[None, :]
+    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
+    k1 = x1 * cos - x2 * sin
+    k2 = x2 * cos + x1 * sin
+    src = v_ptr + token * stride_vt + heads[:, None] * stride_vh + freqs[None, :]
+    v1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    v2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
+    # The cache rounds what it stores: to bf16 like q (and k in the unfused path) first, then, for
+    # an fp8 cache, saturated to its range.
+    k1 = k1.to(q_out_ptr.dtype.element_ty).to(tl.float32)
+    k2 = k2.to(q_out_ptr.dtype.element_ty).to(tl.float32)
+    if FP8_MAX > 0:
+        k1 = tl.minimum(tl.maximum(k1, -FP8_MAX), FP8_MAX)
+        k2 = tl.minimum(tl.maximum(k2, -FP8_MAX), FP8_MAX)
+        v1 = tl.minimum(tl.maximum(v1, -FP8_MAX), FP8_MAX)
+        v2 = tl.minimum(tl.maximum(v2, -FP8_MAX), FP8_MAX)
+    k_dst = k_cache_ptr + block * stride_kcb + in_block * stride_kcs + heads[:, None] * stride_kch + freqs[None, :]
+    v_dst = v_cache_ptr + block * stride_vcb + in_block * stride_vcs + heads[:, None] * stride_vch + freqs[None, :]
+    tl.store(k_dst, k1.to(k_cache_ptr.dtype.element_ty), mask=mask)
+    tl.store(k_dst + HALF, k2.to(k_cache_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_dst, v1.to(v_cache_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_dst + HALF, v2.to(v_cache_ptr.dtype.element_ty), mask=mask)
+
+
+def rotary_write_kv(
+    q: torch.Tensor,  # [T, Hq, D]
+    k: torch.Tensor,  # [T, Hkv, D]
+    v: torch.Tensor,  # [T, Hkv, D]
+    positions: torch.Tensor,  # [T] int64
+    cos_sin_cache: torch.Tensor,  # [P, D]
+    k_cache: torch.Tensor,  # [N, bs, Hkv, D]
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,  # [T] int64, -1: no cache write
+    out: torch.Tensor | None = None,  # [T, Hq, D] for the rotated q
+) -> torch.Tensor:
+    """The rotated q; k (rotated) and v written to the cache at slot_mapping."""
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    k = k if k.stride(-1) == 1 else k.contiguous()
+    v = v if v.stride(-1) == 1 else v.contiguous()
+    num_tokens, num_q_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    q_out = torch.empty_like(q) if out is None else out
+    if num_tokens:
+        half = head_dim // 2
+        _rotary_write_kv_kernel[(num_tokens,)](
+            q, k, v, q_out, k_cache, v_cache, positions, cos_sin_cache, slot_mapping,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            q_out.stride(0), q_out.stride(1), cos_sin_cache.stride(0),
+            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+            v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+            NUM_Q_HEADS=num_q_heads, NUM_KV_HEADS=num_kv_heads, HALF=half,
+            BLOCK_HQ=triton.next_power_of_2(num_q_heads), BLOCK_HKV=triton.next_power_of_2(num_kv_heads),
+            BLOCK_HALF=triton.next_power_of_2(half), BLOCK_SIZE=k_cache.shape[1], FP8_MAX=_fp8_max(k_cache.dtype),
+            num_warps=4,
+        )
+    return q_out
