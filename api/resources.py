@@ -15,6 +15,7 @@ from api.dispatch import Dispatcher
 from api.keys import StaticKeys
 from api.liveness import WorkerWatch
 from api.metrics import GatewayMetrics
+from api.outbox import Outbox
 from api.settings import GatewaySettings
 from api.stream_hub import BLOCK_MS, StreamHub
 from api.tokenizer import ModelTokenizer, load_tokenizer
@@ -27,6 +28,7 @@ class Gateway:
     settings: GatewaySettings
     models: dict[str, ModelTokenizer]
     redis: Redis  # short timeouts: every command but the blocking stream read
+    outbox: Outbox  # the requests' dispatches and client keys, batched
     hub: StreamHub  # the one blocking XREAD over all request streams
     dispatcher: Dispatcher
     admission: Admission
@@ -88,6 +90,7 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
         settings=settings,
         models=models,
         redis=redis,
+        outbox=Outbox(redis),
         hub=hub,
         dispatcher=dispatcher,
         admission=Admission(settings.max_queued_requests, settings.max_tokens_in_flight, settings.retry_after_s),
@@ -99,6 +102,7 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
     await watch.poll()
     watcher = asyncio.create_task(watch.run(), name="llmq-worker-watch")
     hub.start()
+    gateway.outbox.start()
     try:
         yield gateway
     finally:
@@ -106,5 +110,6 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await hub.stop()
+        await gateway.outbox.stop()
         await redis.aclose()
         await stream_reader.aclose()

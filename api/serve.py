@@ -65,7 +65,7 @@ async def serve(plan: Plan, request: Request, gateway: Gateway, route: str) -> R
         raise
     rid = uuid.uuid4().hex
     jobs = [ChoiceJob(c.index, f"{rid}-{c.index}", plan.prompts[c.prompt_index], c.sampling) for c in plan.choices]
-    run = GenerationRun(gateway.redis, gateway.hub, gateway.dispatcher, model, jobs,
+    run = GenerationRun(gateway.redis, gateway.outbox, gateway.hub, gateway.dispatcher, model, jobs,
                         deadline=time.time() + timeout, max_attempts=gateway.settings.max_attempts,
                         block_s=gateway.settings.keepalive_s)
     try:

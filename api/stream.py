@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from api.dispatch import Dispatcher
 from api.events import Event, Failed, Finished, Idle, Tokens
+from api.outbox import Outbox
 from api.stream_hub import StreamHub, Subscription
 from workers.protocol import (
     ABORT_CHANNEL, CLIENT_TTL_S, EVENT_FIELD, LEASE_TTL_S, GenerateJob, Sampling,
@@ -61,10 +62,10 @@ class ChoiceJob:
 
 class GenerationRun:
     def __init__(
-        self, redis: Redis, hub: StreamHub, dispatcher: Dispatcher, model: str, jobs: list[ChoiceJob],
-        deadline: float, max_attempts: int, block_s: float = READ_BLOCK_S,
+        self, redis: Redis, outbox: Outbox, hub: StreamHub, dispatcher: Dispatcher, model: str,
+        jobs: list[ChoiceJob], deadline: float, max_attempts: int, block_s: float = READ_BLOCK_S,
     ) -> None:
-        self.redis, self.hub, self.dispatcher, self.model = redis, hub, dispatcher, model
+        self.redis, self.outbox, self.hub, self.dispatcher, self.model = redis, outbox, hub, dispatcher, model
         self.subscription: Subscription | None = None
         self.jobs = jobs
         self.deadline = deadline  # unix seconds
@@ -94,13 +95,15 @@ class GenerationRun:
         self.subscription = self.hub.register(keys)
         reader = self.hub.reader_to_unblock(keys)
         self._client_refreshed_at = time.monotonic()
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def dispatch(pipe) -> None:
             if reader is not None:  # first: the XREAD comes back with these keys while the job travels
                 pipe.client_unblock(reader)
             self._set_client_keys(pipe)
             for job in self.jobs:
                 self.dispatcher.push(pipe, self._wire_job(job, job.attempt))
-            replies = await pipe.execute()
+
+        replies = await self.outbox.send(dispatch)
         if reader is not None and not replies[0]:
             await self.hub.wake_for(keys)  # that XREAD was not blocked yet
 
@@ -115,9 +118,7 @@ class GenerationRun:
         if now - self._client_refreshed_at < CLIENT_TTL_S / 3:
             return
         self._client_refreshed_at = now
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self._set_client_keys(pipe)
-            await pipe.execute()
+        await self.outbox.send(self._set_client_keys)
 
     async def events(self) -> AsyncIterator[Event]:
         while any(not job.finished for job in self.jobs):

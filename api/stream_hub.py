@@ -59,6 +59,7 @@ class StreamHub:
         self._changed = asyncio.Event()
         self._reader_id: int | None = None
         self._reading: set[str] = set()  # keys of the XREAD now blocked
+        self._waking = False  # a request is unblocking that XREAD: others need not
         self._task: asyncio.Task | None = None
         self._stopping = False
 
@@ -93,17 +94,23 @@ class StreamHub:
         self._changed.set()
         return subscription
 
+    def _lacks(self, keys: list[str]) -> bool:
+        return self._reader_id is not None and bool(self._reading) and not set(keys) <= self._reading
+
     def reader_to_unblock(self, keys: list[str]) -> int | None:
-        """The client id of the blocked XREAD if it lacks these keys."""
-        if self._reader_id is None or not self._reading or set(keys) <= self._reading:
+        """The client id of the blocked XREAD if it lacks these keys and nobody is unblocking it yet
+        (the next XREAD reads every key subscribed by then): a herd of requests sends one CLIENT
+        UNBLOCK, not one each, and the XREAD is not sent again per request."""
+        if self._waking or not self._lacks(keys):
             return None
+        self._waking = True
         return self._reader_id
 
     async def wake_for(self, keys: list[str]) -> None:
         """Ends a blocked XREAD that lacks these keys, so the next one includes them. The XREAD may
         be on its way to Redis and not yet blocked: then unblocking finds nothing, so try again."""
         for _ in range(50):
-            if self.reader_to_unblock(keys) is None:
+            if not self._lacks(keys):
                 return
             try:
                 if await self.commands.client_unblock(self._reader_id):
@@ -148,6 +155,7 @@ class StreamHub:
                 if self._reader_id is None:
                     self._reader_id = await self.reader.client_id()
                 self._reading = set(streams)
+                self._waking = False
                 reply = await self.reader.xread(streams, block=BLOCK_MS) or []
                 self.failing_since = None
             except asyncio.CancelledError:
