@@ -66,7 +66,9 @@ def saturated(engine, rng, concurrency: int, prompt_len: int, steps: int, top: i
     for i in range(concurrency):
         engine.add_request(f"s{i}", _prompt(rng, prompt_len, vocab), params)
     started = time.perf_counter()
-    prefill_steps = 0
+    engine.step()
+    prefill_kernels, prefill_wall = _profile(engine, 3, top)
+    prefill_steps = 4
     while engine.stats().waiting or _prefilling(engine):
         engine.step()
         prefill_steps += 1
@@ -85,6 +87,7 @@ def saturated(engine, rng, concurrency: int, prompt_len: int, steps: int, top: i
         "decode_step_ms_median": 1000 * statistics.median(step_times),
         "decode_tok_s": running / statistics.median(step_times),
         "profiled_steps_ms": 1000 * wall / 5, "kernels": kernels,
+        "profiled_prefill_steps_ms": 1000 * prefill_wall / 3, "prefill_kernels": prefill_kernels,
     }
 
 
@@ -147,11 +150,14 @@ def single(engine, rng, prompt_len: int, steps: int, top: int) -> dict:
 def _print(name: str, result: dict) -> None:
     print(f"## {name}")
     for key, value in result.items():
-        if key != "kernels":
+        if not key.endswith("kernels"):
             print(f"  {key:28} {value:.2f}" if isinstance(value, float) else f"  {key:28} {value}")
     print(f"  {'kernel':90} {'calls':>6} {'GPU ms':>9}")
-    for row in result["kernels"]:
-        print(f"  {row['name']:90} {row['calls']:6d} {row['device_us'] / 1000:9.2f}")
+    for table in ("prefill_kernels", "kernels"):
+        if table in result:
+            print(f"  {table}:")
+            for row in result[table]:
+                print(f"  {row['name']:90} {row['calls']:6d} {row['device_us'] / 1000:9.2f}")
 
 
 @click.command()
