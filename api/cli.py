@@ -61,7 +61,7 @@ def gateway(**options) -> None:
     click.echo(f"llmq gateway on http://{settings.host}:{settings.port} "
                f"(models: {', '.join(p.name for p in settings.model_paths)}; "
                f"keys {'on' if settings.keys_enabled else 'off'})", err=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+    uvicorn.run(create_app(settings, freeze_heap=True), host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=5)
 
 

@@ -19,6 +19,7 @@ request) rather than httpx (~3 ms per request and ~0.1 ms per chunk, which on 2 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import tempfile
@@ -191,6 +192,10 @@ def gateway_bench(model: str | None, levels: tuple[int, ...], requests_per_strea
                 click.echo(f"  {level} stream(s): through the gateway ...", err=True)
                 pids = {child.name: child.process.pid for child in stack.children}
                 meter = CpuMeter({**pids, "redis": stack.redis.process.pid})
+                # This process holds torch since the in-process run: a full collection of its heap
+                # (tens of ms) in the middle of a stream would be counted as the stack's latency.
+                gc.collect()
+                gc.freeze()
                 full = asyncio.run(through_stack(stack.url, folder.name, pauses, max_tokens))
                 cpu = meter.per_request_ms(len(full.ttft) + 1)  # + the warm-up request
                 click.echo(f"  {level} stream(s): CPU per request (ms, idle time between requests included): "

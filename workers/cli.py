@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import sys
@@ -114,6 +115,11 @@ def run_worker(settings: WorkerSettings) -> int:
                       model=settings.served_model_name, backend=settings.backend, on_load=intake.on_engine_load)
     host.start()
     tasks.bind_host(host)
+    # The engine and its libraries (torch, Celery) live as long as the process: out of the garbage
+    # collector's sight, a full collection no longer walks them (~40 ms a time, measured, during which
+    # the engine loop publishes nothing).
+    gc.collect()
+    gc.freeze()
 
     def drain(**_) -> None:
         host.drain(settings.drain_grace_s)
