@@ -12,15 +12,15 @@ from engine.bench_gpu_decoders import hf_model_from_engine
 from engine.bench_logits import engine_logits, engine_runner, hf_logits, model_config, random_prompts, relative_errors
 
 PROMPT_LENS = [37, 128, 300]
-MAX_RELATIVE_ERROR = 2e-2  # measured about 1.3e-2 (all tokens) at 32 layers, 0.6e-2 at 4
+MAX_RELATIVE_ERROR = 2e-2  # measured about 1.1e-2 here (1.3e-2 at 32 layers)
 
 
 @pytest.fixture(scope="module")
 def narrow_llama(tmp_path_factory):
-    """(runner, folder): 16 layers of hidden 256, 4 query heads and 1 KV head of 64, bf16."""
+    """(runner, folder): 16 layers of hidden 128, 4 query heads and 1 KV head of 32, bf16."""
     folder = tmp_path_factory.mktemp("narrow-llama")
     config = model_config(None, layers=16, vocab=2048)
-    config.update(hidden_size=256, intermediate_size=896, num_attention_heads=4, num_key_value_heads=1)
+    config.update(hidden_size=128, intermediate_size=448, num_attention_heads=4, num_key_value_heads=1, head_dim=32)
     (folder / "config.json").write_text(json.dumps(config))
     return engine_runner(folder, "cpu", PROMPT_LENS, dummy=True), folder
 
