@@ -134,9 +134,19 @@ VARIANTS = {  # run name -> kernels replaced (by engine.kernels name)
 }
 
 
+def _rotary_then_write_kv(q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot_mapping):
+    # kernels.rotary_write_kv as two steps, so a replaced rotary is the one that runs.
+    q, k = kernels.rotary(q, k, positions, cos_sin_cache)
+    kernels.write_kv(k, v, k_cache, v_cache, slot_mapping)
+    return q
+
+
 @contextlib.contextmanager
 def kernels_swapped(replacements: dict):
     """engine.kernels' entry points replaced while inside (the layers look them up per call)."""
+    if "rotary" in replacements and hasattr(kernels, "rotary_write_kv"):
+        # On CUDA one Triton kernel rotates and writes the cache, bypassing kernels.rotary.
+        replacements = {**replacements, "rotary_write_kv": _rotary_then_write_kv}
     saved = {name: getattr(kernels, name) for name in replacements}
     for name, fn in replacements.items():
         setattr(kernels, name, fn)
