@@ -73,14 +73,19 @@ export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 
 # a. The GPU suite: engine vs transformers eager vs torch.compile at batch 1, TTFT, saturated
 #    throughput, split-K at 32k. Each part's numbers reach bench.log as it ends.
-bench_timeout=$(( $(left) - 20 < BENCH_MAX ? $(left) - 20 : BENCH_MAX ))
-say "bench: engine.bench_gpu on $MODEL_CONFIG, timeout $bench_timeout s"
-t=$SECONDS
-# shellcheck disable=SC2086  # BENCH_ARGS is a list of words
-timeout --signal=INT --kill-after=15 "$bench_timeout" "$PY" -m engine.bench_gpu --model-config "$MODEL_CONFIG" \
-    --no-gemv --no-paged --contexts 32768 $BENCH_ARGS >"$OUT/bench.log" 2>&1
-stage_done bench $? $((SECONDS - t))
-grep -E '^# .* (\.\.\.|done in)' "$OUT/bench.log" | cut -c1-160 | tee -a "$OUT/final.txt" >/dev/null
+if [[ ${SKIP_BENCH:-0} == 1 ]]; then  # the engine's numbers come from scripts/device_engine.sh
+    STATUS[bench]="skipped"
+    SPENT[bench]=0
+else
+    bench_timeout=$(( $(left) - 20 < BENCH_MAX ? $(left) - 20 : BENCH_MAX ))
+    say "bench: engine.bench_gpu on $MODEL_CONFIG, timeout $bench_timeout s"
+    t=$SECONDS
+    # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
+    timeout --signal=INT --kill-after=15 "$bench_timeout" "$PY" -m engine.bench_gpu --model-config "$MODEL_CONFIG" \
+        --no-gemv --no-paged --contexts 32768 $BENCH_ARGS >"$OUT/bench.log" 2>&1
+    stage_done bench $? $((SECONDS - t))
+    grep -E '^# .* (\.\.\.|done in)' "$OUT/bench.log" | cut -c1-160 | tee -a "$OUT/final.txt" >/dev/null
+fi
 
 # b. The load test: the whole stack on the GPU (Redis, one worker, the gateway), hf then torch,
 #    a concurrency sweep 1, 2, 4, 8, 16, 32 users (the table shows 1, 8 and 32).
@@ -142,6 +147,10 @@ def num(value, spec=".1f"):
     return "-" if value is None else format(value, spec)
 
 
+def ms(seconds):
+    return "-" if seconds is None else format(1000 * seconds, ".1f")
+
+
 options = results.get("options", {})
 print(f"\nbench on {results.get('device', '?')}: batch 1, {options.get('prompt_len', '?')}-token prompt,"
       f" {options.get('new_tokens', '?')} new tokens")
@@ -169,7 +178,8 @@ compare = out / "compare.json"
 if compare.exists():
     data = json.loads(compare.read_text())
     print(f"\nloadtest (compare.json): per stage, measured after the warm-up")
-    print(f"  {'users':>5} {'backend':8} {'tok/s':>8} {'tok/s/req':>9} {'TTFT s':>7} {'latency s':>9} {'ok':>4} {'failed':>6}")
+    print(f"  {'users':>5} {'backend':8} {'tok/s':>8} {'tok/s/req':>9} {'TTFT s':>7} {'latency s':>9} {'ok':>4} {'failed':>6}"
+          f" {'TTFT p50 ms':>11} {'ITL p50 ms':>10}")
     for backend in data.get("backends", list(data["summaries"])):
         summary = data["summaries"].get(backend)
         if summary is None:
@@ -182,7 +192,8 @@ if compare.exists():
             if stage["users"] in (1, 8, 32) or len(summary["stages"]) <= 3:
                 print(f"  {stage['users']:>5} {backend:8} {num(stage['throughput_tok_s']):>8}"
                       f" {num(stage['tokens_per_s_per_request'].get('mean')):>9} {num(stage['ttft_s'].get('mean'), '.3f'):>7}"
-                      f" {num(stage['latency_s'].get('mean'), '.2f'):>9} {stage['succeeded']:>4} {stage['failed']:>6}")
+                      f" {num(stage['latency_s'].get('mean'), '.2f'):>9} {stage['succeeded']:>4} {stage['failed']:>6}"
+                      f" {ms(stage['ttft_s'].get('p50')):>11} {ms(stage.get('itl_s', {}).get('p50')):>10}")
 else:
     print("\nloadtest: no compare.json")
 PY
