@@ -79,9 +79,9 @@ LLAMA_8B_LINEARS = {
 }
 
 
-def gemv_vs_cublas(shapes: dict = LLAMA_8B_LINEARS, rotate_bytes: int = 1 << 30) -> dict:
-    """Batch-1 linear layers: the Triton GEMV against cuBLAS (F.linear). Each timing cycles over
-    enough distinct weight copies (>= 1 GiB) that no weight is served from L2."""
+def gemv_vs_cublas(shapes: dict = LLAMA_8B_LINEARS, rotate_bytes: int = 1 << 30, batch: int = 1) -> dict:
+    """Linear layers of a `batch`-row decode step: the Triton GEMV against cuBLAS (F.linear). Each
+    timing cycles over enough distinct weight copies (>= 1 GiB) that no weight is served from L2."""
     import torch.nn.functional as F
 
     from engine.kernels.triton_linear import linear
@@ -91,15 +91,15 @@ def gemv_vs_cublas(shapes: dict = LLAMA_8B_LINEARS, rotate_bytes: int = 1 << 30)
         size = n * k * 2
         copies = max(2, -(-rotate_bytes // size))
         weights = [torch.empty(n, k, device="cuda", dtype=torch.bfloat16).normal_(0.0, 0.02) for _ in range(copies)]
-        x = torch.randn(1, k, device="cuda").bfloat16()
+        x = torch.randn(batch, k, device="cuda").bfloat16()
         ref = F.linear(x.float(), weights[0].float())
-        out = linear(x, weights[0])  # autotunes here, outside the graph capture
+        out = linear(x, weights[0], max_rows=batch)  # autotunes here, outside the graph capture
         err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
         cublas_ms = _median_ms(lambda: [F.linear(x, w) for w in weights]) / copies
-        triton_ms = _median_ms(lambda: [linear(x, w) for w in weights]) / copies
+        triton_ms = _median_ms(lambda: [linear(x, w, max_rows=batch) for w in weights]) / copies
         rows.append(
             {
-                "layer": name, "n": n, "k": k, "per_token": count,
+                "layer": name, "batch": batch, "n": n, "k": k, "per_token": count,
                 "cublas_us": cublas_ms * 1e3, "triton_us": triton_ms * 1e3,
                 "cublas_gb_per_s": size / cublas_ms / 1e6, "triton_gb_per_s": size / triton_ms / 1e6,
                 "rel_err": err,
@@ -118,3 +118,23 @@ def read_bandwidth(num_bytes: int = 4 << 30) -> dict:
     ms = _median_ms(lambda: data.sum(dtype=torch.float32))
     return {"bytes": num_bytes, "ms": ms, "gb_per_s": num_bytes / ms / 1e6}
 
+
+
+def main() -> None:
+    """`python -m engine.bench_gpu_micro [batches]`: the GEMV against cuBLAS for decode batches of
+    these sizes (default 1,16,32,64), one table."""
+    import sys
+
+    batches = [int(b) for b in (sys.argv[1] if len(sys.argv) > 1 else "1,16,32,64").split(",")]
+    print(f"linear layers of Llama-3.1-8B on {torch.cuda.get_device_name()}, weights rotated past L2")
+    print(f"{'batch':>5} {'layer':8} {'cuBLAS us':>9} {'Triton us':>9} {'rel err':>8}")
+    for batch in batches:
+        result = gemv_vs_cublas(batch=batch)
+        for row in result["rows"]:
+            print(f"{batch:5d} {row['layer']:8} {row['cublas_us']:9.1f} {row['triton_us']:9.1f} {row['rel_err']:8.1e}")
+        print(f"{batch:5d} {'per step':8} {result['cublas_ms_per_token'] * 1e3:9.1f} "
+              f"{result['triton_ms_per_token'] * 1e3:9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 MAX_ROWS = 16  # larger batches go to cuBLAS, whose tiles then pay off
+GEMV_ROWS_LIMIT = 64  # the most rows the kernel takes (benchmarks compare it with cuBLAS up to here)
 
 _CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
@@ -28,7 +29,7 @@ _CONFIGS = [
 ]
 
 
-@triton.autotune(configs=_CONFIGS, key=["N", "K"])
+@triton.autotune(configs=_CONFIGS, key=["N", "K", "BLOCK_M"])
 @triton.jit
 def _gemv_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,
@@ -57,14 +58,17 @@ def _gemv_kernel(
 
 
 def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
+    max_rows: int | None = None,
 ) -> torch.Tensor:
-    """x [T, K], weight [N, K], bias [N] | None -> [T, N]; GEMV for T <= MAX_ROWS, cuBLAS above.
-    out: [T, N] to write into (tests pass a poisoned one)."""
+    """x [T, K], weight [N, K], bias [N] | None -> [T, N]; GEMV for T <= max_rows (MAX_ROWS by
+    default, at most GEMV_ROWS_LIMIT), cuBLAS above. out: [T, N] to write into (tests pass a
+    poisoned one)."""
     num_rows = x.shape[0]
+    max_rows = min(MAX_ROWS if max_rows is None else max_rows, GEMV_ROWS_LIMIT)
     # float32 stays on cuBLAS: tl.dot would round its inputs to tf32.
     half = x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == x.dtype
-    if num_rows > MAX_ROWS or num_rows == 0 or x.dim() != 2 or not x.is_cuda or not half or weight.stride(-1) != 1:
+    if num_rows > max_rows or num_rows == 0 or x.dim() != 2 or not x.is_cuda or not half or weight.stride(-1) != 1:
         y = F.linear(x, weight, bias)
         return y if out is None else out.copy_(y)
     x = x if x.stride(-1) == 1 else x.contiguous()
@@ -75,6 +79,6 @@ def linear(
         x, weight, bias if bias is not None else weight, y,
         num_rows, n, k,
         x.stride(0), weight.stride(0), y.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_M=16,
+        HAS_BIAS=bias is not None, BLOCK_M=max(16, triton.next_power_of_2(num_rows)),
     )
     return y
