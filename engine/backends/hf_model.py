@@ -45,7 +45,7 @@ def dummy_hf_model(model_config, device, dtype, seed: int):
     """Random weights of `model_config`, made where they will run: built on `device` in `dtype`
     with transformers' own initialisation skipped (it would fill every weight a first time, on
     the CPU for an 8B model minutes), then filled in place like our engine's dummy weights
-    (normal std 0.02, norm scales 1, seeded). Buffers (rotary frequencies) are computed as usual."""
+    (engine/models/dummy.py's init, seeded). Buffers (rotary frequencies) are computed as usual."""
     import torch
     from transformers import AutoModelForCausalLM
     try:
