@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from msgspec import UNSET
+
 from api.generation import Delta
 from api.schemas import (
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta, ChatLogprobs,
@@ -56,11 +58,10 @@ class ChunkMaker:
         self.kind, self.id, self.created, self.model = kind, response_id, created, model
         self.top_n, self.include_usage = top_n, include_usage
         self._completion_logprobs: dict[int, CompletionLogprobsBuilder] = {}
+        self._usage = None if include_usage else UNSET
 
     def _usage_field(self):
-        from msgspec import UNSET
-
-        return None if self.include_usage else UNSET
+        return self._usage
 
     def role(self, index: int):
         """Chat streams open each choice with the assistant role (completions have no such chunk)."""

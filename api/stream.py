@@ -68,6 +68,7 @@ class GenerationRun:
         self.redis, self.outbox, self.hub, self.dispatcher, self.model = redis, outbox, hub, dispatcher, model
         self.subscription: Subscription | None = None
         self.jobs = jobs
+        self._by_stream = {stream_key(j.request_id): j for j in jobs}
         self.deadline = deadline  # unix seconds
         self.max_attempts = max_attempts
         self.block_s = min(block_s, READ_BLOCK_S)
@@ -127,7 +128,8 @@ class GenerationRun:
                 yield Failed("The request timed out before generation finished.", status=504, code="timeout")
                 return
             try:
-                await self._refresh_client_keys()
+                if time.monotonic() - self._client_refreshed_at >= CLIENT_TTL_S / 3:
+                    await self._refresh_client_keys()
                 batch = await self._read(block=True)
                 self._redis_failing_since = None
             except Exception as exc:  # Redis blip: tolerated for a grace period, then an explicit error
@@ -148,6 +150,8 @@ class GenerationRun:
                     return
             if not produced:
                 yield Idle()
+            if not self._leases_due():
+                continue
             try:
                 async for event in self._check_leases():
                     yield event
@@ -165,7 +169,7 @@ class GenerationRun:
         return await self.hub.drain(self.subscription, keys) if keys else []
 
     def _apply(self, batch: list) -> list[Event]:
-        by_stream = {stream_key(j.request_id): j for j in self.jobs}
+        by_stream = self._by_stream
         out: list[Event] = []
         for key, entries in batch:
             job = by_stream[key.decode() if isinstance(key, bytes) else key]
@@ -195,6 +199,8 @@ class GenerationRun:
         if event.token_ids:
             job.started = True
             job.received.extend(event.token_ids)
+            if self.subscription is not None:
+                self.subscription.awaits_first_token = False
             out.append(Tokens(job.index, list(event.token_ids), event.logprobs))
         if event.type == "done":
             job.finished = True
@@ -211,6 +217,11 @@ class GenerationRun:
                                   status=ERROR_STATUS.get(event.error_code or "", 500),
                                   code=event.error_code or "worker_error"))
         return out
+
+    def _leases_due(self) -> bool:
+        """Whether _check_leases has anything to do (checked per token, so without a coroutine)."""
+        return (time.monotonic() - self._lease_checked_at >= LEASE_CHECK_EVERY_S
+                or any(job.needs_redispatch for job in self.jobs))
 
     async def _check_leases(self) -> AsyncIterator[Event]:
         for job in self.jobs:

@@ -32,6 +32,7 @@ def _id(entry_id: bytes | str) -> tuple[int, int]:
 class Subscription:
     def __init__(self, keys: list[str]) -> None:
         self.cursor = {key: "0-0" for key in keys}
+        self.awaits_first_token = True  # cleared by the reader; the hub serves these first
         self.buffer: dict[str, list] = {}
         self.ready = asyncio.Event()
 
@@ -169,11 +170,19 @@ class StreamHub:
                 continue
             finally:
                 self._reading = set()
+            arrivals = []
             for key, entries in reply:
                 name = key.decode() if isinstance(key, bytes) else key
                 subscription = self.subscribers.get(name)
                 if subscription is not None:
-                    subscription.push(name, entries)
+                    arrivals.append((not subscription.awaits_first_token, name, subscription, entries))
+            # Readers are woken in push order and write in that order: requests still waiting for
+            # their first token (what their clients wait on) go before the next tokens of running
+            # ones (~75 us of gateway CPU each), so under 32 streams a first token no longer waits
+            # behind a whole step's tokens of the others.
+            arrivals.sort(key=lambda arrival: arrival[0])
+            for _, name, subscription, entries in arrivals:
+                subscription.push(name, entries)
             if reply:
                 # The woken readers write their tokens to their clients before the next XREAD is sent:
                 # what arrives meanwhile waits in the streams, the tokens just read do not wait for it.
