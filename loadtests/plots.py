@@ -67,7 +67,7 @@ def throughput_plot(stages: list[dict], knee: dict | None, path: Path) -> None:
 def write_plots(records: list[RequestRecord], summary: dict, run_start: float, out: Path) -> list[Path]:
     good = [r for r in records if r.ok]
     paths = [out / "ttft.png", out / "latency.png", out / "tokens_per_s.png", out / "throughput_vs_concurrency.png"]
-    distribution_plot([r.ttft_s for r in good], "Time to first token", "seconds", paths[0])
+    distribution_plot([r.ttft_s for r in good if r.ttft_s is not None], "Time to first token", "seconds", paths[0])
     distribution_plot([r.e2e_s for r in good], "End-to-end latency", "seconds", paths[1])
     tokens_per_s_plot(records, run_start, paths[2])
     throughput_plot(summary["stages"], summary["knee"], paths[3])

@@ -26,6 +26,9 @@ class RequestRecord:
     content_chunks: int = 0
     finish_reason: str | None = None
     itl_s: list[float] = field(default_factory=list)  # gaps between consecutive content chunks
+    # Tokens came (usage, finish_reason) but none had visible text: special tokens, which random
+    # weights under greedy decoding can settle on. A success with no TTFT or inter-token gaps.
+    empty_text: bool = False
 
     @property
     def first_token_at(self) -> float | None:
@@ -38,7 +41,7 @@ class RequestRecord:
     @property
     def decode_tokens_per_s(self) -> float | None:
         """Tokens per second after the first token: what a reader of the stream sees."""
-        if not self.ok or not self.completion_tokens or self.completion_tokens < 2:
+        if not self.ok or self.ttft_s is None or not self.completion_tokens or self.completion_tokens < 2:
             return None
         decode_s = self.e2e_s - self.ttft_s
         return (self.completion_tokens - 1) / decode_s if decode_s > 0 else None

@@ -41,7 +41,8 @@ def tokens_within(records: list[RequestRecord], start: float, end: float) -> flo
     for record in records:
         if not record.ok or not record.completion_tokens:
             continue
-        first, last = record.first_token_at, record.end_at
+        last = record.end_at
+        first = record.first_token_at if record.first_token_at is not None else last  # empty text: at its end
         if last <= first:
             total += record.completion_tokens if start <= last <= end else 0
             continue
@@ -63,7 +64,8 @@ def request_numbers(records: list[RequestRecord]) -> dict:
         "prompt_tokens": sum(r.prompt_tokens or 0 for r in good),
         "tokens_per_s_per_request": distribution(speeds, quantiles=(50,)),
         "latency_s": distribution([r.e2e_s for r in good]),
-        "ttft_s": distribution([r.ttft_s for r in good]),
+        "ttft_s": distribution([r.ttft_s for r in good if r.ttft_s is not None]),
+        "empty_text": sum(r.empty_text for r in good),
         "itl_s": distribution([gap for r in good for gap in r.itl_s], quantiles=(50, 99)),
     }
 

@@ -126,7 +126,9 @@ class ChatUser(User):
         return self._check(record)
 
     def _check(self, record: RequestRecord) -> RequestRecord:
-        if record.ttft_s is None:
+        if record.ttft_s is None and record.completion_tokens and record.finish_reason:
+            record.empty_text = True  # every token was a special one: nothing to show, nothing lost
+        elif record.ttft_s is None:
             record.error = "stream ended without content"
         elif record.completion_tokens is None:
             record.error = "stream ended without a usage chunk (stream_options.include_usage)"
@@ -141,8 +143,9 @@ class ChatUser(User):
             fire(request_type="ms", name="e2e", response_time=(record.e2e_s or 0) * 1000,
                  response_length=0, exception=RuntimeError(record.error), context={})
             return
-        fire(request_type="ms", name="ttft", response_time=record.ttft_s * 1000, response_length=0,
-             exception=None, context={})
+        if record.ttft_s is not None:
+            fire(request_type="ms", name="ttft", response_time=record.ttft_s * 1000, response_length=0,
+                 exception=None, context={})
         fire(request_type="ms", name="e2e", response_time=record.e2e_s * 1000,
              response_length=record.completion_tokens, exception=None, context={})
         for gap in record.itl_s:

@@ -61,7 +61,7 @@ def test_headless_sweep_against_a_local_stack(model_dir, tmp_path):
     assert all(r.ok for r in records), [r.error for r in records if not r.ok][:3]
     assert summary["completion_tokens"] == sum(r.completion_tokens for r in records)
     for r in records:
-        assert 0 < r.ttft_s < r.e2e_s
+        assert not r.empty_text and 0 < r.ttft_s < r.e2e_s
         assert 1 <= r.completion_tokens <= r.max_tokens == 12
         assert r.finish_reason in ("length", "stop") and r.prompt_tokens > 64
         assert len(r.itl_s) == r.content_chunks - 1

@@ -77,3 +77,22 @@ def test_warmup_requests_are_left_out_of_the_numbers_but_not_the_errors():
     assert summary["errors"] == {"HTTP 500: cold": 1}
     assert [s["users"] for s in summary["stages"]] == [2, 3]  # the first stage is all warm-up
     assert summary["duration_s"] == 18
+
+
+def test_a_stream_of_only_special_tokens_succeeds_without_timings():
+    from dataclasses import replace
+
+    from loadtests.users import ChatUser
+
+    # Usage and finish_reason came, no content chunk: every token had empty text.
+    empty = replace(record(10.0), ttft_s=None, itl_s=[], content_chunks=0)
+    checked = ChatUser._check(None, replace(empty, ok=False))
+    assert checked.ok and checked.empty_text and checked.error is None
+    broken = ChatUser._check(None, replace(empty, ok=False, completion_tokens=None, finish_reason=None))
+    assert not broken.ok and broken.error == "stream ended without content"
+
+    numbers = request_numbers([checked, record(11.0)])
+    assert numbers["succeeded"] == 2 and numbers["empty_text"] == 1
+    assert numbers["ttft_s"]["p50"] == pytest.approx(0.2)  # the empty one has no TTFT to count
+    assert checked.decode_tokens_per_s is None
+    assert tokens_within([checked], 10.0, 12.0) == checked.completion_tokens  # counted at its end
