@@ -1,6 +1,6 @@
 """y = x W^T for the few rows of a small decode batch (GEMV), Triton.
 
-At batch 1..16 a linear layer is a stream over its weight matrix: the time is the weight bytes
+At batch 1..64 a linear layer is a stream over its weight matrix: the time is the weight bytes
 over memory bandwidth. One program owns BLOCK_N output features and walks the whole K dimension,
 so every weight element is read exactly once, with 16-byte loads along K. The block shape is
 autotuned per (N, K) on first use (outside CUDA-graph capture: warm up first).
@@ -14,8 +14,11 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-MAX_ROWS = 16  # larger batches go to cuBLAS, whose tiles then pay off
-GEMV_ROWS_LIMIT = 64  # the most rows the kernel takes (benchmarks compare it with cuBLAS up to here)
+# Up to this many rows the GEMV streams the weights at least as fast as cuBLAS (H100, Llama-3.1-8B's
+# layers, `python -m engine.bench_gpu_micro 1,16,32,64`: 5.41 / 5.52 / 5.54 / 5.65 ms a step
+# against cuBLAS's 5.58 / 5.68 / 5.69 / 5.80); larger batches go to cuBLAS, whose tiles then pay off.
+MAX_ROWS = 64
+GEMV_ROWS_LIMIT = 64  # the most rows the kernel takes
 
 _CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
