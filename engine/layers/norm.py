@@ -20,4 +20,5 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         """Without residual: norm(x). With: (norm(x + residual), x + residual)."""
-        return kernels.rms_norm(x, self.weight, self.eps, residual)
+        # _parameters read directly: see Linear.forward.
+        return kernels.rms_norm(x, self._parameters["weight"], self.eps, residual)
