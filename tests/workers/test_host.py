@@ -49,6 +49,17 @@ def test_abort_key_at_pickup_does_no_work(host, client, engine):
     assert event.type == "done" and event.finish_reason == "abort"
 
 
+def test_jobs_picked_up_together_run_but_the_one_aborted_before_pickup(host, client, engine):
+    client.set(protocol.abort_key("r4b"), 1)
+    runs = [run_in_thread(host, make_job(rid, max_tokens=2)) for rid in ("r4a", "r4b", "r4c")]
+    for thread, _ in runs:
+        thread.join(5)
+    assert [result["outcome"] for _, result in runs] == ["length", "abort", "length"]
+    assert sorted(engine.added) == ["r4a", "r4c"]
+    assert [e.type for e in stream_events(client, "r4b")] == ["done"]
+    assert [e.type for e in stream_events(client, "r4a")][0] == "start"
+
+
 def test_expired_job_at_pickup_gets_an_error_event(host, client, engine):
     assert host.run_job(make_job("r5", deadline_in=-1)) == "deadline_exceeded"
     assert engine.added == []
