@@ -46,6 +46,8 @@ class EngineHost:
         self.worker_id = publisher.worker_id
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._live: dict[str, LiveRequest] = {}
+        # (request id, attempt) -> a job handed to the loop at message receipt, before its task ran
+        self._started_early: dict[tuple[str, int], LiveRequest] = {}
         self._aborted_elsewhere: OrderedDict[str, None] = OrderedDict()
         self._out = Outgoing()  # events wait here until Redis has them
         self._ending: list[LiveRequest] = []  # released once their terminal events are sent
@@ -71,17 +73,28 @@ class EngineHost:
     def accepting(self) -> bool:
         return self._accepting
 
+    def start_early(self, job: GenerateJob) -> None:
+        """Hands the job to the loop ahead of run_job (which then only waits for it), unless this
+        worker is draining or the job is past its deadline: run_job answers those."""
+        if not self._accepting or 0 < job.deadline <= time.time():
+            return
+        request = LiveRequest(job, self.worker_id)
+        self._started_early[(job.request_id, job.attempt)] = request
+        self._inbox.put(("add", request))
+
     def run_job(self, job: GenerateJob) -> str:
         """Run one job to its end; returns its finish reason or error code. Raises Draining."""
-        if not self._accepting:
-            raise Draining()
-        request = LiveRequest(job, self.worker_id)
         now = time.time()
-        if 0 < job.deadline <= now:
-            return self._end_unstarted(request, request.error_event(codes.DEADLINE_EXCEEDED, "deadline passed in the queue"))
-        # The loop leases it and checks for an abort in one round trip for all the jobs that arrived
-        # together, before the engine sees them.
-        self._inbox.put(("add", request))
+        request = self._started_early.pop((job.request_id, job.attempt), None)
+        if request is None:
+            if not self._accepting:
+                raise Draining()
+            request = LiveRequest(job, self.worker_id)
+            if 0 < job.deadline <= now:
+                return self._end_unstarted(request, request.error_event(codes.DEADLINE_EXCEEDED, "deadline passed in the queue"))
+            # The loop leases it and checks for an abort in one round trip for all the jobs that
+            # arrived together, before the engine sees them.
+            self._inbox.put(("add", request))
         timeout = max(job.deadline - now, 0.0) + WEDGED_LOOP_GRACE_S if job.deadline > 0 else None
         if not request.ended.wait(timeout):
             log.error("request %s outlived its deadline in the engine loop", job.request_id)
@@ -90,6 +103,8 @@ class EngineHost:
 
     def end_expired(self, job: GenerateJob) -> None:
         """A job Celery dropped as expired still gets its terminal event."""
+        if self._started_early.pop((job.request_id, job.attempt), None) is not None:
+            return  # it runs already; the loop ends it at its deadline
         request = LiveRequest(job, self.worker_id)
         self._end_unstarted(request, request.error_event(codes.DEADLINE_EXCEEDED, "deadline passed in the queue"))
 

@@ -136,6 +136,26 @@ def test_drain_lets_short_requests_finish_and_ends_the_rest(host, client, engine
     assert hb.accepting is False
 
 
+def test_a_job_started_at_receipt_runs_once_and_its_task_waits_for_it(host, client, engine):
+    engine.step_s = 0.005
+    job = make_job("r15", max_tokens=3)
+    host.start_early(job)
+    wait_for(lambda: engine.added == ["r15"], what="started before its task ran")
+    assert host.run_job(job) == "length"
+    assert engine.added == ["r15"]
+    assert [e.type for e in stream_events(client, "r15")] == ["start", "tokens", "tokens", "tokens", "done"]
+
+
+def test_no_job_starts_at_receipt_while_draining_or_past_its_deadline(host, client, engine):
+    host.start_early(make_job("r16", deadline_in=-1))
+    assert host.run_job(make_job("r16", deadline_in=-1)) == "deadline_exceeded"
+    host.drain(0.5)
+    host.start_early(make_job("r17"))
+    with pytest.raises(Draining):
+        host.run_job(make_job("r17"))
+    assert engine.added == []
+
+
 def test_start_event_carries_the_first_steps_cache_hits(host, client, engine):
     engine.cached_tokens = 2
     host.run_job(make_job("r15", max_tokens=3))
