@@ -48,8 +48,7 @@ def create_app(settings: GatewaySettings, freeze_heap: bool = False) -> Litestar
 
 def _freeze_heap() -> None:
     """What is loaded by now (tokenizers, transformers, the framework) lives as long as the process:
-    out of the garbage collector's sight, a full collection no longer walks it. It took 30-70 ms a
-    time, three times in the gateway's first two seconds of serving (measured), each one a pause of
-    every stream."""
+    out of the garbage collector's sight, a full collection no longer walks it. One took 30-80 ms
+    (120k objects, measured with gc callbacks), a pause of every stream; after the freeze ~0 ms."""
     gc.collect()
     gc.freeze()

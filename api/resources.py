@@ -60,22 +60,6 @@ def _redis(url: str, connections: int, socket_timeout: float, connect_timeout: f
     return Redis.from_pool(pool)
 
 
-async def _connect_all(redis: Redis) -> None:
-    """Opens every connection of the command pool now. A herd of requests holds one each for its
-    dispatch round trip; opened on demand, the first herd after a start waited on as many connects
-    (the bench's 32 streams: ~10 ms of the gateway's CPU while their first tokens were due)."""
-    pool = redis.connection_pool
-    connections = []
-    try:
-        for _ in range(pool.max_connections):
-            connections.append(await pool.get_connection())
-    except Exception as exc:  # Redis away: connections open on demand once it is back
-        log.warning("could not open redis connections: %s", exc)
-    finally:
-        for connection in connections:
-            await pool.release(connection)
-
-
 @contextlib.asynccontextmanager
 async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
     timeout = settings.redis_timeout_s
@@ -98,7 +82,6 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
         metrics=GatewayMetrics(),
         static_keys=StaticKeys(settings.api_keys),
     )
-    await _connect_all(redis)
     await watch.poll()
     watcher = asyncio.create_task(watch.run(), name="llmq-worker-watch")
     hub.start()
