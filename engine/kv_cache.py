@@ -106,7 +106,7 @@ class KVCacheManager:
         if num_new_blocks > len(self._free):
             raise RuntimeError(f"{seq.request_id}: {num_new_blocks} KV blocks asked, {len(self._free)} free")
         for _ in range(num_new_blocks):
-            seq.block_table.append(self._take_free_block())
+            seq.block_table.append(self._take_free_block(seq.block_table[-1] + 1 if seq.block_table else None))
 
     def _num_new_blocks(self, seq: Sequence, num_prefix_blocks: int, num_new_tokens: int) -> int:
         num_tokens = seq.num_computed_tokens + num_prefix_blocks * self.block_size + num_new_tokens
@@ -127,8 +127,16 @@ class KVCacheManager:
             self.prefix_cache_queries += seq.num_tokens
             self.prefix_cache_hits += seq.num_computed_tokens
 
-    def _take_free_block(self) -> int:
-        block_id, _ = self._free.popitem(last=False)
+    def _take_free_block(self, wanted: int | None = None) -> int:
+        """The front of the free list, or `wanted` (the block after the sequence's last one) when it
+        is free and caches nothing, so taking it out of turn evicts no prefix. A sequence's blocks
+        then tend to be consecutive, which a lone CPU decode reads as one slice of the pool instead
+        of gathering them every layer (AttentionMetadata.lone_kv_slots)."""
+        if wanted is not None and wanted in self._free and self.blocks[wanted].hash is None:
+            del self._free[wanted]
+            block_id = wanted
+        else:
+            block_id, _ = self._free.popitem(last=False)
         block = self.blocks[block_id]
         if block.hash is not None:  # evict: its memory is about to be overwritten
             del self._block_by_hash[block.hash]

@@ -138,3 +138,32 @@ def test_prefix_caching_off_never_hits():
     compute(kv, make_seq(range(12), "a"))
     assert kv.num_cached_prefix_tokens(make_seq(range(12), "b")) == 0
     assert kv.prefix_cache_queries == 0
+
+
+
+def test_a_growing_sequence_takes_the_next_block_when_it_caches_nothing():
+    kv = KVCacheManager(num_blocks=8, block_size=BLOCK)
+    earlier = [make_seq([10 * i + j for j in range(3)], f"e{i}") for i in range(3)]
+    for seq in earlier:  # blocks 0, 1, 2, each a hash-less partial block
+        compute(kv, seq)
+    for seq in earlier:
+        kv.free(seq)  # free list: 2, 1, 0 (hash-less, at the front), then 3..7
+    seq = make_seq(range(3), "a")
+    compute(kv, seq)
+    assert seq.block_table == [2]
+    seq.token_ids += list(range(3, 9))  # two more blocks: 3 and 4 follow 2, where the front has 1 and 0
+    compute(kv, seq)
+    assert seq.block_table == [2, 3, 4]
+
+
+def test_a_cached_next_block_is_not_taken_out_of_turn():
+    kv = KVCacheManager(num_blocks=4, block_size=BLOCK)
+    grows = make_seq(range(4), "a")
+    compute(kv, grows)  # block 0
+    cached = make_seq(range(100, 104), "c")
+    compute(kv, cached)  # block 1, a full block: cached
+    kv.free(cached)  # free list: 2, 3, then the cached block 1
+    grows.token_ids += [4, 5]
+    compute(kv, grows)
+    assert grows.block_table == [0, 2]  # not 1: that would evict the cached prefix
+    assert kv.num_cached_prefix_tokens(make_seq(range(100, 105), "d")) == 4
