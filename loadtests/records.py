@@ -47,6 +47,20 @@ class RequestRecord:
         return (self.completion_tokens - 1) / decode_s if decode_s > 0 else None
 
 
+def check_stream(record: RequestRecord) -> RequestRecord:
+    """Set ok/error of a stream that ended without a transport error, from what it carried."""
+    if record.ttft_s is None and record.completion_tokens and record.finish_reason:
+        record.empty_text = True  # every token was a special one: nothing to show, nothing lost
+    elif record.ttft_s is None:
+        record.error = "stream ended without content"
+    elif record.completion_tokens is None:
+        record.error = "stream ended without a usage chunk (stream_options.include_usage)"
+    elif record.finish_reason is None:
+        record.error = "stream ended without a finish_reason"
+    record.ok = record.error is None
+    return record
+
+
 def write_records(path: Path, records: list[RequestRecord]) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for record in records:

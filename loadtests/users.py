@@ -18,7 +18,7 @@ import openai
 from locust import User, constant, task
 
 from loadtests.prompts import ChatRequest, PromptConfig, RequestFactory, TokenCounter, WordTokenCounter
-from loadtests.records import RequestRecord
+from loadtests.records import RequestRecord, check_stream
 from loadtests.sse import TransportError, chat_chunks
 
 
@@ -126,16 +126,7 @@ class ChatUser(User):
         return self._check(record)
 
     def _check(self, record: RequestRecord) -> RequestRecord:
-        if record.ttft_s is None and record.completion_tokens and record.finish_reason:
-            record.empty_text = True  # every token was a special one: nothing to show, nothing lost
-        elif record.ttft_s is None:
-            record.error = "stream ended without content"
-        elif record.completion_tokens is None:
-            record.error = "stream ended without a usage chunk (stream_options.include_usage)"
-        elif record.finish_reason is None:
-            record.error = "stream ended without a finish_reason"
-        record.ok = record.error is None
-        return record
+        return check_stream(record)
 
     def _report(self, record: RequestRecord) -> None:
         fire = self.environment.events.request.fire

@@ -82,13 +82,13 @@ def test_warmup_requests_are_left_out_of_the_numbers_but_not_the_errors():
 def test_a_stream_of_only_special_tokens_succeeds_without_timings():
     from dataclasses import replace
 
-    from loadtests.users import ChatUser
+    from loadtests.records import check_stream
 
     # Usage and finish_reason came, no content chunk: every token had empty text.
     empty = replace(record(10.0), ttft_s=None, itl_s=[], content_chunks=0)
-    checked = ChatUser._check(None, replace(empty, ok=False))
+    checked = check_stream(replace(empty, ok=False))
     assert checked.ok and checked.empty_text and checked.error is None
-    broken = ChatUser._check(None, replace(empty, ok=False, completion_tokens=None, finish_reason=None))
+    broken = check_stream(replace(empty, ok=False, completion_tokens=None, finish_reason=None))
     assert not broken.ok and broken.error == "stream ended without content"
 
     numbers = request_numbers([checked, record(11.0)])
