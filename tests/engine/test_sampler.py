@@ -32,6 +32,14 @@ def test_greedy_takes_the_argmax():
     assert all(t.logprob is None for t in tokens)
 
 
+def test_greedy_ties_go_to_the_first_index_like_argmax():
+    logits = random_logits(2)
+    logits[0, [7, 3, 40]] = 100.0
+    logits[1] = 0.0
+    tokens = sample(logits, [seq(temperature=0.0), seq(temperature=0.0)])
+    assert [t.token_id for t in tokens] == [3, 0] == logits.argmax(-1).tolist()
+
+
 def test_top_k_keeps_the_k_largest():
     logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0], [1.0, 5.0, 3.0, 4.0, 2.0]])
     filtered = apply_top_k_top_p(logits, [2, 5], [1.0, 1.0])
