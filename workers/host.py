@@ -128,7 +128,6 @@ class EngineHost:
             log.warning("could not publish the end of %s: %s", request.request_id, exc)
         return request.outcome
 
-
     # ---- the engine thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
