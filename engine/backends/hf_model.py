@@ -34,14 +34,16 @@ def load_hf_model(config: EngineConfig):
     device, dtype = resolve_device_dtype(config)
     try:
         if config.dummy_weights:
-            return dummy_hf_model(AutoConfig.from_pretrained(config.model), device, dtype, config.seed).eval()
+            model = dummy_hf_model(AutoConfig.from_pretrained(config.model), device, dtype, config.seed,
+                                   folder=config.model)
+            return model.eval()
         model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load {config.model}: {error}") from error
     return model.to(device).eval()
 
 
-def dummy_hf_model(model_config, device, dtype, seed: int):
+def dummy_hf_model(model_config, device, dtype, seed: int, folder=None):
     """Random weights of `model_config`, made where they will run: built on `device` in `dtype`
     with transformers' own initialisation skipped (it would fill every weight a first time, on
     the CPU for an 8B model minutes), then filled in place like our engine's dummy weights
@@ -54,6 +56,7 @@ def dummy_hf_model(model_config, device, dtype, seed: int):
         from transformers.modeling_utils import no_init_weights
 
     from engine.loader import fill_dummy_weights
+    from engine.models.dummy import silence_textless_tokens
 
     with torch.device(device), no_init_weights():
         model = AutoModelForCausalLM.from_config(model_config, dtype=dtype)
@@ -61,6 +64,8 @@ def dummy_hf_model(model_config, device, dtype, seed: int):
     if model.device.type != "meta":  # meta: shapes only, nothing to fill
         with torch.no_grad():
             fill_dummy_weights(model, seed)
+            if folder is not None:  # the same text-less rows silenced as the engine's (engine/loader.py)
+                silence_textless_tokens(model.get_output_embeddings().weight, folder)
     return model
 
 

@@ -60,6 +60,41 @@ def fill_dummy_weights(model: nn.Module, seed: int, std_of=dummy_std) -> None:
             param.normal_(0.0, std_of(name, tuple(param.shape)), generator=generator)
 
 
+def textless_token_ids(folder: Path, vocab_size: int | None = None) -> list[int]:
+    """Ids below vocab_size whose text alone is empty or not valid UTF-8: special tokens, byte
+    pieces of a character split over several tokens, and ids past the end of `folder`'s tokenizer
+    (a shipped architecture config may come with a smaller tokenizer than its vocabulary). [] when
+    the folder has no tokenizer.json."""
+    path = Path(folder) / "tokenizer.json"
+    if not path.exists():
+        return []
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    textless = [i for i in range(size) if _textless(tokenizer.decode([i], skip_special_tokens=True))]
+    return [i for i in textless if vocab_size is None or i < vocab_size] + list(range(size, vocab_size or size))
+
+
+def _textless(text: str) -> bool:
+    return not text or "\ufffd" in text
+
+
+def silence_textless_tokens(lm_head_weight, folder: Path) -> None:
+    """Zero the LM-head rows of the text-less tokens, in place, so random weights never pick them.
+
+    Greedy decoding of random weights settles into a loop, and when the loop holds a special
+    token or a lone UTF-8 byte piece the stream shows no text for tens of tokens: a load test
+    then times the detokenizer's hold-back, not the server. A zero row gives logit 0, which the
+    largest of ~100k random logits always beats. Trained models rarely emit such tokens mid-text."""
+    import torch
+
+    ids = textless_token_ids(folder, lm_head_weight.shape[0])
+    if ids:
+        with torch.no_grad():
+            lm_head_weight[torch.tensor(ids, device=lm_head_weight.device)] = 0
+
+
 def shipped_configs() -> list[str]:
     """Names of the architecture configs shipped in engine/configs (e.g. "llama-3.1-8b")."""
     folder = resources.files("engine") / "configs"

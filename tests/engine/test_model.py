@@ -176,3 +176,22 @@ def test_load_errors_are_clear(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**TINY, "architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(ModelLoadError, match="not supported"):
         load_model(tmp_path, torch.device("cpu"), torch.float32, dummy_weights=True)
+
+
+def test_random_weights_never_pick_a_textless_token(model_dir, tmp_path):
+    """Dummy weights zero the LM-head rows of tokens with no text of their own (special tokens,
+    byte pieces), so greedy decoding of random weights streams visible text."""
+    import shutil
+
+    from engine.models.dummy import textless_token_ids
+
+    textless = textless_token_ids(model_dir)
+    assert 0 in textless and 1 in textless  # <|endoftext|>, <|im_start|>
+    assert 19556 not in textless and len(textless) < 1000  # " Hello" and the like keep their rows
+    folder = tmp_path / "random"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(model_dir / name, folder / name)
+    model, _ = load_model(folder, torch.device("cpu"), torch.float32, dummy_weights=True, seed=0)
+    rows = model.lm_head.weight
+    assert rows[textless].abs().sum() == 0 and (rows.abs().sum(dim=1) > 0).sum() == rows.shape[0] - len(textless)

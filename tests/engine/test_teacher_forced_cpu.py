@@ -47,7 +47,8 @@ def test_transformers_baseline_draws_the_same_dummy_weights(narrow_llama):
 
     runner, folder = narrow_llama
     ours = hf_model_from_engine(runner.model, runner.spec, folder).state_dict()
-    theirs = dummy_hf_model(AutoConfig.from_pretrained(folder), torch.device("cpu"), torch.bfloat16, seed=0).state_dict()
+    theirs = dummy_hf_model(AutoConfig.from_pretrained(folder), torch.device("cpu"), torch.bfloat16, seed=0,
+                            folder=folder).state_dict()
     assert ours.keys() == theirs.keys()
     different = [name for name in ours if not torch.equal(ours[name], theirs[name])]
     assert not different
