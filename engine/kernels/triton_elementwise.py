@@ -62,32 +62,6 @@ def rms_norm(
 
 
 @triton.jit
-def rotary_cos_sin(cos_sin_ptr, pos, stride_cs, freqs, freq_mask, HALF: tl.constexpr):
-    """cos and sin [1, BLOCK_HALF] (float32) of position pos; a cache row holds the D/2 cosines,
-    then the D/2 sines."""
-    row = cos_sin_ptr + pos * stride_cs + freqs
-    cos = tl.load(row, mask=freq_mask, other=0.0).to(tl.float32)[None, :]
-    sin = tl.load(row + HALF, mask=freq_mask, other=0.0).to(tl.float32)[None, :]
-    return cos, sin
-
-
-@triton.jit
-def rotated_heads(x_ptr, stride_h, heads, freqs, mask, cos, sin, HALF: tl.constexpr):
-    """The two rotated halves [BLOCK_H, BLOCK_HALF] (float32, neox style) of one token's heads."""
-    src = x_ptr + heads[:, None] * stride_h + freqs[None, :]
-    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
-    return x1 * cos - x2 * sin, x2 * cos + x1 * sin
-
-
-@triton.jit
-def store_halves(dst_ptr, stride_h, heads, freqs, mask, first, second, HALF: tl.constexpr):
-    dst = dst_ptr + heads[:, None] * stride_h + freqs[None, :]
-    tl.store(dst, first.to(dst_ptr.dtype.element_ty), mask=mask)
-    tl.store(dst + HALF, second.to(dst_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def _rotary_kernel(
     q_ptr, k_ptr, q_out_ptr, k_out_ptr, positions_ptr, cos_sin_ptr,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_qot, stride_qoh, stride_kot, stride_koh, stride_cs,
@@ -95,19 +69,30 @@ def _rotary_kernel(
     BLOCK_HQ: tl.constexpr, BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
+    pos = tl.load(positions_ptr + token)
     freqs = tl.arange(0, BLOCK_HALF)
     freq_mask = freqs < HALF
-    cos, sin = rotary_cos_sin(cos_sin_ptr, tl.load(positions_ptr + token), stride_cs, freqs, freq_mask, HALF)
+    # cos_sin cache row [D]: cos of the D/2 frequencies, then their sin.
+    cos = tl.load(cos_sin_ptr + pos * stride_cs + freqs, mask=freq_mask, other=0.0).to(tl.float32)[None, :]
+    sin = tl.load(cos_sin_ptr + pos * stride_cs + HALF + freqs, mask=freq_mask, other=0.0).to(tl.float32)[None, :]
 
     heads = tl.arange(0, BLOCK_HQ)
     mask = (heads < NUM_Q_HEADS)[:, None] & freq_mask[None, :]
-    first, second = rotated_heads(q_ptr + token * stride_qt, stride_qh, heads, freqs, mask, cos, sin, HALF)
-    store_halves(q_out_ptr + token * stride_qot, stride_qoh, heads, freqs, mask, first, second, HALF)
+    src = q_ptr + token * stride_qt + heads[:, None] * stride_qh + freqs[None, :]
+    dst = q_out_ptr + token * stride_qot + heads[:, None] * stride_qoh + freqs[None, :]
+    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
+    tl.store(dst, (x1 * cos - x2 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, (x2 * cos + x1 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
 
     heads = tl.arange(0, BLOCK_HKV)
     mask = (heads < NUM_KV_HEADS)[:, None] & freq_mask[None, :]
-    first, second = rotated_heads(k_ptr + token * stride_kt, stride_kh, heads, freqs, mask, cos, sin, HALF)
-    store_halves(k_out_ptr + token * stride_kot, stride_koh, heads, freqs, mask, first, second, HALF)
+    src = k_ptr + token * stride_kt + heads[:, None] * stride_kh + freqs[None, :]
+    dst = k_out_ptr + token * stride_kot + heads[:, None] * stride_koh + freqs[None, :]
+    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
+    tl.store(dst, (x1 * cos - x2 * sin).to(k_out_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, (x2 * cos + x1 * sin).to(k_out_ptr.dtype.element_ty), mask=mask)
 
 
 def rotary(

@@ -15,7 +15,6 @@ import triton
 import triton.language as tl
 
 from engine.kernels.triton_cache import _fp8_max
-from engine.kernels.triton_elementwise import rotary_cos_sin, rotated_heads, store_halves
 
 
 @triton.jit
@@ -27,14 +26,21 @@ def _rotary_write_kv_kernel(
     BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_SIZE: tl.constexpr, FP8_MAX: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
+    pos = tl.load(positions_ptr + token)
     freqs = tl.arange(0, BLOCK_HALF)
     freq_mask = freqs < HALF
-    cos, sin = rotary_cos_sin(cos_sin_ptr, tl.load(positions_ptr + token), stride_cs, freqs, freq_mask, HALF)
+    # cos_sin cache row [D]: cos of the D/2 frequencies, then their sin.
+    cos = tl.load(cos_sin_ptr + pos * stride_cs + freqs, mask=freq_mask, other=0.0).to(tl.float32)[None, :]
+    sin = tl.load(cos_sin_ptr + pos * stride_cs + HALF + freqs, mask=freq_mask, other=0.0).to(tl.float32)[None, :]
 
     heads = tl.arange(0, BLOCK_HQ)
     mask = (heads < NUM_Q_HEADS)[:, None] & freq_mask[None, :]
-    q1, q2 = rotated_heads(q_ptr + token * stride_qt, stride_qh, heads, freqs, mask, cos, sin, HALF)
-    store_halves(q_out_ptr + token * stride_qot, stride_qoh, heads, freqs, mask, q1, q2, HALF)
+    src = q_ptr + token * stride_qt + heads[:, None] * stride_qh + freqs[None, :]
+    dst = q_out_ptr + token * stride_qot + heads[:, None] * stride_qoh + freqs[None, :]
+    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
+    tl.store(dst, (x1 * cos - x2 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, (x2 * cos + x1 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
 
     slot = tl.load(slot_mapping_ptr + token)
     if slot < 0:
@@ -43,7 +49,11 @@ def _rotary_write_kv_kernel(
     in_block = slot % BLOCK_SIZE
     heads = tl.arange(0, BLOCK_HKV)
     mask = (heads < NUM_KV_HEADS)[:, None] & freq_mask[None, :]
-    k1, k2 = rotated_heads(k_ptr + token * stride_kt, stride_kh, heads, freqs, mask, cos, sin, HALF)
+    src = k_ptr + token * stride_kt + heads[:, None] * stride_kh + freqs[None, :]
+    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
+    k1 = x1 * cos - x2 * sin
+    k2 = x2 * cos + x1 * sin
     src = v_ptr + token * stride_vt + heads[:, None] * stride_vh + freqs[None, :]
     v1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
     v2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
