@@ -211,7 +211,7 @@ def _side_by_side(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
     """q [T, Hq, D] and k [T, Hkv, D] as one [T, Hq + Hkv, D] view when k's heads follow q's in
     memory (both split from one qkv projection): a view instead of a cat."""
     # Views of one base (split from it): the same storage, without untyped_storage()'s cost.
-    if q._base is None or q._base is not k._base or q.stride() != k.stride():
+    if q._base is None or q._base is not k._base or q.stride() != k.stride() or q.dtype != k.dtype:
         return None
     if k.data_ptr() != q.data_ptr() + q.shape[1] * q.stride(1) * q.element_size():
         return None

@@ -10,7 +10,8 @@ same numbers, only their addresses):
   Measured on 2 cores, all 120 layer matmuls: 17.2 -> 16.4 ms; the tied 49152 x 576 head:
   4.1 -> 3.5 ms. The embedding, when tied, gathers its rows from that layout (7 us a token).
 - Every parameter moves into one buffer backed by transparent huge pages (madvise), so the
-  stream crosses ~270 pages of 2 MiB instead of ~130k of 4 KiB: about 1 ms less a step.
+  stream crosses ~270 pages of 2 MiB instead of ~130k of 4 KiB: the 120 layer matmuls alone
+  16.2 -> 15.3 ms; in the engine, decode about 1.5% faster than with the transposed layout alone.
 
 Only for the CPU: on CUDA the Triton GEMV expects row-major weights.
 """
