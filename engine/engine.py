@@ -29,11 +29,6 @@ class Engine:
             from engine.runner import ModelRunner  # torch and the weights load only here
 
             runner = ModelRunner(config)
-            if runner.device.type == "cpu":
-                from engine.layers.cpu_layout import place_for_cpu_decode
-
-                # The weights' layout for the memory-bound CPU decode (engine/layers/cpu_layout.py).
-                place_for_cpu_decode(runner.model)
         self.config = config
         self.runner = runner
         self.vocab_size = runner.vocab_size

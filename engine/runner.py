@@ -48,6 +48,11 @@ class ModelRunner:
             dummy_weights=config.dummy_weights,
             seed=config.seed,
         )
+        if self.device.type == "cpu":
+            from engine.layers.cpu_layout import place_for_cpu_decode
+
+            # The weights' layout for the memory-bound CPU decode (engine/layers/cpu_layout.py).
+            place_for_cpu_decode(self.model)
         self.spec = spec
         self.block_size = config.block_size
         self.max_model_len = config.max_model_len or spec.max_position_embeddings
