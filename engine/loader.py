@@ -12,7 +12,7 @@ from safetensors import safe_open
 from torch import nn
 
 from engine.errors import ModelLoadError
-from engine.models.dummy import fill_dummy_weights, silence_textless_tokens  # fill_dummy_weights: also imported from here
+from engine.models.dummy import fill_dummy_weights
 from engine.models.registry import model_class
 from engine.models.spec import ModelSpec, read_model_spec
 
@@ -40,8 +40,7 @@ def load_model(
             raise ModelLoadError(f"{folder}: {exc}") from None
     with torch.no_grad():
         if dummy_weights:
-            fill_dummy_weights(model, seed)
-            silence_textless_tokens(model.lm_head.weight, folder)
+            fill_dummy_weights(model, seed, folder=folder)
         else:
             load_safetensors(model, folder)
     return model.eval(), spec

@@ -55,17 +55,14 @@ def dummy_hf_model(model_config, device, dtype, seed: int, folder=None):
     except ImportError:  # transformers 4.x keeps it here
         from transformers.modeling_utils import no_init_weights
 
-    from engine.loader import fill_dummy_weights
-    from engine.models.dummy import silence_textless_tokens
+    from engine.models.dummy import fill_dummy_weights
 
     with torch.device(device), no_init_weights():
         model = AutoModelForCausalLM.from_config(model_config, dtype=dtype)
     model.tie_weights()  # skipped with the initialisation; ties the LM head to the embeddings where the config says so
     if model.device.type != "meta":  # meta: shapes only, nothing to fill
         with torch.no_grad():
-            fill_dummy_weights(model, seed)
-            if folder is not None:  # the same text-less rows silenced as the engine's (engine/loader.py)
-                silence_textless_tokens(model.get_output_embeddings().weight, folder)
+            fill_dummy_weights(model, seed, folder=folder)  # as the engine's (engine/loader.py)
     return model
 
 

@@ -41,13 +41,14 @@ def dummy_std(name: str, shape: tuple[int, ...]) -> float:
     return EMBEDDING_STD
 
 
-def fill_dummy_weights(model: nn.Module, seed: int, std_of=dummy_std) -> None:
-    """Norm scales ones, every other parameter normal(0, std_of(name, shape)).
+def fill_dummy_weights(model: nn.Module, seed: int, std_of=dummy_std, folder: Path | None = None) -> None:
+    """Norm scales ones, every other parameter normal(0, std_of(name, shape)); with `folder`, the
+    LM head's rows of the folder tokenizer's text-less tokens then zeroed (silence_textless_tokens).
 
     Drawn in named_parameters order from one generator seeded with `seed` on the parameters'
     device, so a seed gives the same weights on every run. Transformers' module of the same config
     draws the same numbers on the CPU: its q/k/v and gate/up come in the order of our merged rows,
-    with the same fan_in."""
+    with the same fan_in, and its LM head is `lm_head` like ours."""
     import torch  # here: the folder helpers above serve torch-free callers too
 
     generator = None
@@ -58,6 +59,8 @@ def fill_dummy_weights(model: nn.Module, seed: int, std_of=dummy_std) -> None:
             param.fill_(1.0)
         else:
             param.normal_(0.0, std_of(name, tuple(param.shape)), generator=generator)
+    if folder is not None:
+        silence_textless_tokens(model.lm_head.weight, folder)
 
 
 def textless_token_ids(folder: Path, vocab_size: int | None = None) -> list[int]:
