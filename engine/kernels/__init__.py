@@ -15,7 +15,7 @@ Shapes (T = tokens of this step over all sequences, B = sequences, D = head_dim)
       rotary, then write_kv of the rotated k and v: one kernel on CUDA (slot < 0: no write).
   silu_and_mul(x [T, 2I]) -> [T, I]
   linear(x [T,K], weight [N,K], bias [N] | None) -> [T,N]   (added; reference: F.linear)
-      The Triton version streams the weight with a GEMV for T <= 16 (decode), cuBLAS above.
+      The Triton version streams the weight with a GEMV for T <= 64 (decode), cuBLAS above.
 """
 
 from __future__ import annotations

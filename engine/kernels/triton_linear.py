@@ -3,7 +3,7 @@
 At batch 1..64 a linear layer is a stream over its weight matrix: the time is the weight bytes
 over memory bandwidth. One program owns BLOCK_N output features and walks the whole K dimension,
 so every weight element is read exactly once, with 16-byte loads along K. The block shape is
-autotuned per (N, K) on first use (outside CUDA-graph capture: warm up first).
+autotuned per (N, K, row block) on first use (outside CUDA-graph capture: warm up first).
 Reference: torch.nn.functional.linear.
 """
 
@@ -18,7 +18,6 @@ import triton.language as tl
 # layers, `python -m engine.bench_gpu_micro 1,16,32,64`: 5.41 / 5.52 / 5.54 / 5.65 ms a step
 # against cuBLAS's 5.58 / 5.68 / 5.69 / 5.80); larger batches go to cuBLAS, whose tiles then pay off.
 MAX_ROWS = 64
-GEMV_ROWS_LIMIT = 64  # the most rows the kernel takes
 
 _CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
@@ -61,17 +60,14 @@ def _gemv_kernel(
 
 
 def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
-    max_rows: int | None = None,
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """x [T, K], weight [N, K], bias [N] | None -> [T, N]; GEMV for T <= max_rows (MAX_ROWS by
-    default, at most GEMV_ROWS_LIMIT), cuBLAS above. out: [T, N] to write into (tests pass a
-    poisoned one)."""
+    """x [T, K], weight [N, K], bias [N] | None -> [T, N]; GEMV for T <= MAX_ROWS, cuBLAS above.
+    out: [T, N] to write into (tests pass a poisoned one)."""
     num_rows = x.shape[0]
-    max_rows = min(MAX_ROWS if max_rows is None else max_rows, GEMV_ROWS_LIMIT)
     # float32 stays on cuBLAS: tl.dot would round its inputs to tf32.
     half = x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == x.dtype
-    if num_rows > max_rows or num_rows == 0 or x.dim() != 2 or not x.is_cuda or not half or weight.stride(-1) != 1:
+    if num_rows > MAX_ROWS or num_rows == 0 or x.dim() != 2 or not x.is_cuda or not half or weight.stride(-1) != 1:
         y = F.linear(x, weight, bias)
         return y if out is None else out.copy_(y)
     x = x if x.stride(-1) == 1 else x.contiguous()

@@ -21,7 +21,7 @@ def test_gemv_matches_cublas(rows, n, k, bias):
     weight = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
     b = torch.randn(n, device="cuda").bfloat16() if bias else None
     poisoned = torch.full((rows, n), float("nan"), device="cuda", dtype=x.dtype)
-    out = linear(x, weight, b, out=poisoned, max_rows=64)
+    out = linear(x, weight, b, out=poisoned)
     assert out.shape == (rows, n)
     assert relative_error(out, F.linear(x.float(), weight.float(), None if b is None else b.float())) <= 1e-2
 
