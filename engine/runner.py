@@ -189,7 +189,7 @@ class ModelRunner:
 
 def _samples_one_token_each(batch: ScheduledBatch) -> bool:
     """A decode step: every chunk feeds one token and samples the next."""
-    return all(chunk.num_tokens == 1 and chunk.samples for chunk in batch.chunks)
+    return batch.is_decode_only and all(chunk.samples for chunk in batch.chunks)
 
 
 def _refuse_unimplemented(config: EngineConfig) -> None:

@@ -123,9 +123,6 @@ class ChatUser(User):
         except TransportError as exc:  # the connection broke mid-stream (openai's Stream says APIConnectionError)
             record.error = f"APIConnectionError: {type(exc).__name__}: {exc}"
             return record
-        return self._check(record)
-
-    def _check(self, record: RequestRecord) -> RequestRecord:
         return check_stream(record)
 
     def _report(self, record: RequestRecord) -> None:
