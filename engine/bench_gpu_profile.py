@@ -32,7 +32,7 @@ def _timed_steps(engine, count: int) -> list[float]:
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        engine.step()  # returns host token ids: the step's GPU work is done
+        engine.step()  # returns host token ids: the GPU work of the step before is done
         times.append(time.perf_counter() - started)
     return times
 

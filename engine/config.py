@@ -23,6 +23,9 @@ class EngineConfig:
     quantization: str | None = None  # None | w8a8 | fp8
     tensor_parallel_size: int = 1
     cuda_graphs: bool = True  # decode steps replay captured graphs on CUDA
+    # Plan and launch step N+1 before reading step N's tokens back (engine/engine.py):
+    # auto = when the runner's launches are asynchronous (CUDA); on | off.
+    async_scheduling: str = "auto"
     num_threads: int | None = None  # torch intra-op threads on CPU
     seed: int = 0
 
@@ -44,6 +47,8 @@ class EngineConfig:
             problems.append(f"unknown device {self.device!r}")
         if self.kv_cache_dtype not in ("auto", "int8", "fp8"):
             problems.append(f"unknown kv_cache_dtype {self.kv_cache_dtype!r}")
+        if self.async_scheduling not in ("auto", "on", "off"):
+            problems.append(f"async_scheduling must be auto, on or off, got {self.async_scheduling!r}")
         if self.quantization not in (None, "w8a8", "fp8"):
             problems.append(f"unknown quantization {self.quantization!r}")
         if self.tensor_parallel_size < 1:

@@ -25,13 +25,10 @@ class _Table:
         self.row = np.zeros(max_blocks, dtype=np.int32)
 
 
-class DecodeInputs:
-    """build(batch) -> the tensors GraphRunner.run takes for a batch of one-token chunks."""
+class _Buffers:
+    """One set of the step's host vectors, each [max_seqs (+1)] (block tables [max_seqs, max_blocks])."""
 
-    def __init__(self, max_seqs: int, max_blocks: int, block_size: int, pin: bool = True) -> None:
-        self.block_size = block_size
-        self.max_blocks = max_blocks
-
+    def __init__(self, max_seqs: int, max_blocks: int, pin: bool) -> None:
         def buffer(*shape, dtype):
             tensor = torch.zeros(shape, dtype=dtype)
             return tensor.pin_memory() if pin else tensor
@@ -43,33 +40,47 @@ class DecodeInputs:
         self.block_tables = buffer(max_seqs, max_blocks, dtype=torch.int32)
         self.query_start_loc = buffer(max_seqs + 1, dtype=torch.int32)
         self.query_start_loc.copy_(torch.arange(max_seqs + 1, dtype=torch.int32))
+
+
+class DecodeInputs:
+    """build(batch) -> the tensors GraphRunner.run takes for a batch of one-token chunks."""
+
+    def __init__(self, max_seqs: int, max_blocks: int, block_size: int, pin: bool = True) -> None:
+        self.block_size = block_size
+        self.max_blocks = max_blocks
+        # Two sets, used in turn: while the engine runs ahead, the copies out of one step's set
+        # may not have run yet when the next step is built (they have when the one after is:
+        # the engine has read that step's ids back by then, and the copies ran before it).
+        self._sets = (_Buffers(max_seqs, max_blocks, pin), _Buffers(max_seqs, max_blocks, pin))
+        self._turn = 0
         self._tables: dict[str, _Table] = {}
 
     def build(self, batch: ScheduledBatch) -> dict[str, torch.Tensor]:
-        """Views of the pinned buffers, valid until the next build (the copies they feed are
-        ordered on the stream before the step that reads them, which ends before build runs again)."""
+        """Views of pinned buffers, valid until the build after next."""
+        buffers = self._sets[self._turn]
+        self._turn ^= 1
         chunks = batch.chunks
         count = len(chunks)
         size = self.block_size
         positions = [chunk.start for chunk in chunks]
-        self.input_ids.numpy()[:count] = [chunk.seq.token_ids[chunk.start] for chunk in chunks]
-        self.positions.numpy()[:count] = positions
-        self.seq_lens.numpy()[:count] = [position + 1 for position in positions]
-        self.slot_mapping.numpy()[:count] = [
+        buffers.input_ids.numpy()[:count] = [chunk.seq.token_ids[chunk.start] for chunk in chunks]
+        buffers.positions.numpy()[:count] = positions
+        buffers.seq_lens.numpy()[:count] = [position + 1 for position in positions]
+        buffers.slot_mapping.numpy()[:count] = [
             chunk.seq.block_table[position // size] * size + position % size
             for chunk, position in zip(chunks, positions)
         ]
         width = max(position // size for position in positions) + 1
-        tables = self.block_tables.numpy()
+        tables = buffers.block_tables.numpy()
         for index, chunk in enumerate(chunks):
             tables[index, :width] = self._row(chunk.seq.request_id, chunk.seq.block_table)[:width]
         return {
-            "input_ids": self.input_ids[:count],
-            "positions": self.positions[:count],
-            "slot_mapping": self.slot_mapping[:count],
-            "block_tables": self.block_tables[:count, :width],
-            "seq_lens": self.seq_lens[:count],
-            "query_start_loc": self.query_start_loc[: count + 1],
+            "input_ids": buffers.input_ids[:count],
+            "positions": buffers.positions[:count],
+            "slot_mapping": buffers.slot_mapping[:count],
+            "block_tables": buffers.block_tables[:count, :width],
+            "seq_lens": buffers.seq_lens[:count],
+            "query_start_loc": buffers.query_start_loc[: count + 1],
         }
 
     def release(self, request_id: str) -> None:

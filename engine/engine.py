@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import operator
+from dataclasses import dataclass
 
 from engine.config import EngineConfig
 from engine.scheduler import Scheduler
-from engine.sequence import ScheduledBatch, Sequence
+from engine.sequence import SampledToken, ScheduledBatch, Sequence
 from engine.types import EngineStats, RequestOutput, RequestStatus, SamplingParams
 from engine.validation import validate_request
 
@@ -19,9 +20,19 @@ class Engine:
 
     The runner contract: attributes `num_kv_blocks`, `block_size`, `max_model_len`, `vocab_size`,
     `eos_token_ids`, `kv_cache_bytes`; `execute(batch) -> list[SampledToken]`, one per chunk whose
-    `samples` is True, in chunk order; optionally `release(request_id)` to drop per-request state.
+    `samples` is True, in chunk order; optionally `release(request_id)` to drop per-request state,
+    `launch(batch)` returning a handle whose `result()` is execute's list (the step runs on the
+    device meanwhile), and `asynchronous` (True when launch returns before the device is done).
     A stop token (eos or `stop_token_ids`) is returned in `new_token_ids` like any other token.
     Not thread-safe: one thread drives add_request/abort/step.
+
+    Running ahead (config.async_scheduling): step() plans and launches step N+1 before it reads
+    step N's sampled ids back, so the device never waits for the host's bookkeeping, nor for the
+    caller's work between steps. N+1 feeds each request the id N sampled straight from the device
+    (a PENDING_TOKEN on the host until N is read). step() then returns N's tokens. The cost: a
+    request that stops on a sampled stop token has run one step too many (its last token is
+    dropped). Requests with penalties need their whole output on the host, so while one is live
+    the engine does not run ahead.
     """
 
     def __init__(self, config: EngineConfig, runner=None) -> None:
@@ -44,6 +55,11 @@ class Engine:
         )
         self._live: dict[str, Sequence] = {}
         self._reports: list[RequestOutput] = []  # aborts, reported by the next step
+        self._in_flight: _Launched | None = None  # the launched step whose ids are not read yet
+        self._launch = getattr(runner, "launch", None)
+        mode = config.async_scheduling
+        self._runs_ahead = mode == "on" or (mode == "auto" and bool(getattr(runner, "asynchronous", False)))
+        self._need_history: set[str] = set()  # live requests whose sampling reads their output so far
         self._arrivals = 0
         self._steps = 0
         self._generated_tokens = 0
@@ -57,6 +73,8 @@ class Engine:
         seq = Sequence(request_id, prompt, params, arrival=self._arrivals)
         self._arrivals += 1
         self._live[request_id] = seq
+        if _reads_history(params):
+            self._need_history.add(request_id)
         self.scheduler.add(seq)
 
     def _validate(self, request_id: str, prompt: list[int], params: SamplingParams) -> None:
@@ -71,33 +89,57 @@ class Engine:
             self._reports.append(self._output(seq, [], None))
 
     def has_unfinished(self) -> bool:
-        return bool(self._live or self._reports)
+        return bool(self._live or self._reports or self._in_flight)
 
     # ---- the loop -------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
         outputs, self._reports = self._reports, []
+        previous, self._in_flight = self._in_flight, None
+        if previous is not None and not (self._runs_ahead and not self._need_history):
+            outputs += self._read(previous)  # the next step's sampling needs every id on the host
+            previous = None
         batch = self.scheduler.schedule()
         outputs += [self._retired_output(seq) for seq in self.scheduler.take_failed()]
+        launched = None
         if batch.chunks:
-            outputs += self._run(batch)
+            launched, failed = self._start(batch)
+            outputs += failed
+        if previous is not None:
+            outputs += self._read(previous)
+        if launched is not None:
+            if self._runs_ahead:
+                self._in_flight = launched
+            else:
+                outputs += self._read(launched)
         return outputs
 
-    def _run(self, batch: ScheduledBatch) -> list[RequestOutput]:
+    def _start(self, batch: ScheduledBatch) -> tuple[_Launched | None, list[RequestOutput]]:
         self._steps += 1
-        sampling = [c.seq for c in batch.chunks if c.samples]  # before update() grows the sequences
+        samples = [chunk.samples for chunk in batch.chunks]  # before advance() appends pending ids
         try:
-            sampled = self.runner.execute(batch)
-            if len(sampled) != len(sampling):
-                raise RuntimeError(f"runner returned {len(sampled)} tokens for {len(sampling)} sampling chunks")
+            handle = self._launch(batch) if self._launch is not None else _Ready(self.runner.execute(batch))
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the engine
+            log.exception("model step failed; failing its %d requests", len(batch.chunks))
+            return None, self._fail_batch(batch, f"model step failed: {type(exc).__name__}: {exc}")
+        self._prompt_tokens += sum(_prompt_part(c.seq, c.start, c.num_tokens) for c in batch.chunks)
+        self.scheduler.advance(batch, samples)
+        return _Launched(batch, samples, handle), []
+
+    def _read(self, launched: _Launched) -> list[RequestOutput]:
+        batch = launched.batch
+        try:
+            sampled = launched.handle.result()
+            expected = sum(launched.samples)
+            if len(sampled) != expected:
+                raise RuntimeError(f"runner returned {len(sampled)} tokens for {expected} sampling chunks")
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the engine
             log.exception("model step failed; failing its %d requests", len(batch.chunks))
             return self._fail_batch(batch, f"model step failed: {type(exc).__name__}: {exc}")
-        self._prompt_tokens += sum(_prompt_part(c.seq, c.start, c.num_tokens) for c in batch.chunks)
-        self._generated_tokens += len(sampled)
-        self.scheduler.update(batch, sampled)
+        taken = self.scheduler.update(batch, launched.samples, sampled)
+        self._generated_tokens += len(taken)
         outputs = []
-        for seq, token in zip(sampling, sampled):
+        for seq, token in taken:
             if seq.status.finished:
                 self._retire(seq)
             logprobs = [token.logprob] if seq.params.logprobs is not None else None
@@ -120,6 +162,7 @@ class Engine:
 
     def _retire(self, seq: Sequence) -> None:
         self._live.pop(seq.request_id, None)
+        self._need_history.discard(seq.request_id)
         release = getattr(self.runner, "release", None)
         if release is None:
             return
@@ -159,6 +202,30 @@ class Engine:
             kv_cache_bytes=self.runner.kv_cache_bytes,
             max_model_len=self.max_model_len,
         )
+
+
+@dataclass(slots=True)
+class _Launched:
+    batch: ScheduledBatch
+    samples: list[bool]  # which chunks sample, as it was at the launch
+    handle: object  # result() -> list[SampledToken]
+
+
+class _Ready:
+    """The handle of a step that ran to its end in execute()."""
+
+    __slots__ = ("tokens",)
+
+    def __init__(self, tokens: list[SampledToken]) -> None:
+        self.tokens = tokens
+
+    def result(self) -> list[SampledToken]:
+        return self.tokens
+
+
+def _reads_history(params: SamplingParams) -> bool:
+    """Penalties are computed from the request's tokens on the host, pending ones included."""
+    return params.repetition_penalty != 1.0 or params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
 
 
 def _prompt_part(seq: Sequence, start: int, num_tokens: int) -> int:

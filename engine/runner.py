@@ -14,8 +14,8 @@ from engine.decode_inputs import DecodeInputs
 from engine.loader import load_model
 from engine.models.spec import ModelSpec
 from engine.piecewise_graphs import PiecewiseGraphs
-from engine.sampler import Sampler
-from engine.sequence import SampledToken, ScheduledBatch
+from engine.sampler import Sampled, Sampler, to_device
+from engine.sequence import PENDING_TOKEN, SampledToken, ScheduledBatch
 from llmq.paths import resolve_model
 
 CPU_DEFAULT_KV_TOKENS = 65536
@@ -24,7 +24,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class ModelRunner:
-    """What the Engine drives: `execute(batch)` runs one forward pass and samples.
+    """What the Engine drives: `launch(batch)` queues one forward pass and its sampling on the
+    device and returns at once (on CUDA); `execute(batch)` also waits for the ids.
 
     Attributes the scheduler sizes itself by: num_kv_blocks, block_size, max_model_len,
     vocab_size, eos_token_ids; and kv_cache_bytes, device, dtype for stats."""
@@ -64,6 +65,8 @@ class ModelRunner:
         self.num_kv_blocks = self._plan_kv_blocks(spec)
         self._allocate_kv_pool(spec)
         self.sampler = Sampler(self.device, config.seed)
+        self._last_ids: torch.Tensor | None = None  # [S] the last launch's sampled ids, on the device
+        self._last_rows: dict[str, int] = {}  # request id -> its row in _last_ids
         # Decode steps replay CUDA graphs; they need the Triton kernels (padded rows write slot -1).
         self.graphs = self._capture_decode_graphs() if triton and config.cuda_graphs else None
         self.decode_inputs = (
@@ -72,24 +75,62 @@ class ModelRunner:
         # Steps with prefill chunks replay graphs of everything between the attention calls.
         self.piecewise = self._capture_piecewise_graphs() if triton and config.cuda_graphs else None
 
-    @torch.inference_mode()
+    @property
+    def asynchronous(self) -> bool:
+        """Whether launch() returns before the device has run the step."""
+        return self.device.type == "cuda"
+
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
         """One SampledToken per chunk whose `.samples` is true, in chunk order."""
+        return self.launch(batch).result()
+
+    @torch.inference_mode()
+    def launch(self, batch: ScheduledBatch) -> Sampled | _NoSamples:
+        """Queue the step; result() of the returned handle gives execute's list. A chunk whose last
+        token is a PENDING_TOKEN is fed the id that the previous launch sampled for its request."""
         if not batch.chunks:
-            return []
+            return _NoSamples()
+        pending = self._pending_positions(batch)
         if self.graphs is not None and self.graphs.can_run(len(batch.chunks)) and _samples_one_token_each(batch):
-            logits = self.graphs.run(**self.decode_inputs.build(batch))  # [B, V], the graph's own rows
-            return self.sampler(logits, [chunk.seq for chunk in batch.chunks])
-        input_ids, meta = build_step_inputs(batch, self.block_size, self.device)
-        sampling = [chunk.seq for chunk in batch.chunks if chunk.samples]
-        if self.piecewise is not None and self.piecewise.can_run(meta.num_tokens):
-            hidden = self.piecewise.run(input_ids, meta)  # [T, H], valid until the next step
+            inputs = self.decode_inputs.build(batch)
+            if pending:
+                inputs["input_ids"] = self._fill_pending(inputs["input_ids"], *pending)
+            logits = self.graphs.run(**inputs)  # [B, V], the graph's own rows
+            sampling = [chunk.seq for chunk in batch.chunks]
         else:
-            hidden = self.model(input_ids, meta)  # [T, H]
-        if not sampling:
-            return []
-        logits = self.model.compute_logits(hidden.index_select(0, meta.sample_indices))  # [S, V]
-        return self.sampler(logits, sampling)
+            input_ids, meta = build_step_inputs(batch, self.block_size, self.device)
+            if pending:
+                input_ids = self._fill_pending(input_ids, *pending)
+            sampling = [chunk.seq for chunk in batch.chunks if chunk.samples]
+            if self.piecewise is not None and self.piecewise.can_run(meta.num_tokens):
+                hidden = self.piecewise.run(input_ids, meta)  # [T, H], valid until the next step
+            else:
+                hidden = self.model(input_ids, meta)  # [T, H]
+            if not sampling:
+                return _NoSamples()
+            logits = self.model.compute_logits(hidden.index_select(0, meta.sample_indices))  # [S, V]
+        sampled = self.sampler.launch(logits, sampling)
+        self._last_rows = {seq.request_id: row for row, seq in enumerate(sampling)}
+        self._last_ids = sampled.token_ids
+        return sampled
+
+    def _pending_positions(self, batch: ScheduledBatch) -> tuple[list[int], list[int]] | None:
+        """(indices in the step's input ids, rows of the previous launch's ids) of pending tokens."""
+        targets, rows = [], []
+        offset = 0
+        for chunk in batch.chunks:
+            offset += chunk.num_tokens
+            seq = chunk.seq
+            if seq.token_ids[chunk.start + chunk.num_tokens - 1] == PENDING_TOKEN:
+                targets.append(offset - 1)
+                rows.append(self._last_rows[seq.request_id])
+        return (targets, rows) if targets else None
+
+    def _fill_pending(self, input_ids: torch.Tensor, targets: list[int], rows: list[int]) -> torch.Tensor:
+        """input_ids [T] on the device, with the pending positions taken from the last sampled ids."""
+        input_ids = input_ids.to(self.device, non_blocking=True)
+        index = to_device(targets, torch.int64, self.device)
+        return input_ids.index_copy_(0, index, self._last_ids.index_select(0, to_device(rows, torch.int64, self.device)))
 
     def _max_blocks_per_seq(self) -> int:
         return -(-self.max_model_len // self.block_size)
@@ -185,6 +226,13 @@ class ModelRunner:
         free, total = torch.cuda.mem_get_info(self.device)
         held_by_others = total - free - torch.cuda.memory_reserved(self.device)
         return max(0, int(total * self.config.gpu_memory_utilization) - held_by_others - peak)
+
+
+class _NoSamples:
+    """The handle of a step that samples nothing (every chunk a partial prefill)."""
+
+    def result(self) -> list[SampledToken]:
+        return []
 
 
 def _samples_one_token_each(batch: ScheduledBatch) -> bool:

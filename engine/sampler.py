@@ -34,25 +34,33 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
         """logits [S, V] float32, one row per sampling sequence (modified in place)."""
+        return self.launch(logits, seqs).result()
+
+    def launch(self, logits: torch.Tensor, seqs: list[Sequence]) -> Sampled:
+        """Queue the sampling of logits [S, V] (modified in place) on the device without waiting
+        for it: the ids stay on the device for the next step, a copy of them comes to the host."""
         params = [seq.params for seq in seqs]
         if any(_has_penalties(p) for p in params):
             apply_penalties(logits, seqs)
         greedy = [p.temperature == 0.0 for p in params]
         want_logprobs = any(p.logprobs is not None for p in params)
         if all(greedy) and not want_logprobs:
-            return [SampledToken(t) for t in greedy_tokens(logits).tolist()]
+            return Sampled(greedy_tokens(logits), None, params)
 
-        temperatures = torch.tensor([1.0 if g else p.temperature for g, p in zip(greedy, params)], device=logits.device)
+        device = logits.device
+        temperatures = to_device([1.0 if g else p.temperature for g, p in zip(greedy, params)], torch.float32, device)
         scaled = logits.div_(temperatures[:, None])  # [S, V]
         logprobs = torch.log_softmax(scaled, dim=-1) if want_logprobs else None
         if all(greedy):
             token_ids = greedy_tokens(scaled)
         else:
+            # The position of the token being sampled: the sequence's length so far, whose last
+            # token may still be pending (its id is not needed, only how many there are).
             uniforms = [uniform_for(self.seed_of(seq), seq.num_tokens) for seq in seqs]
             token_ids = self._draw(scaled, params, uniforms)
             if any(greedy):
-                token_ids = torch.where(torch.tensor(greedy, device=logits.device), greedy_tokens(scaled), token_ids)
-        return self._package(token_ids, logprobs, params)
+                token_ids = torch.where(to_device(greedy, torch.bool, device), greedy_tokens(scaled), token_ids)
+        return Sampled(token_ids, logprobs, params)
 
     def seed_of(self, seq: Sequence) -> int:
         """The request's seed, or one derived from its id (and the engine's seed) when it gave none."""
@@ -68,26 +76,70 @@ class Sampler:
         scaled = apply_top_k_top_p(scaled, top_k, top_p)
         probs = torch.softmax(scaled, dim=-1, dtype=torch.float64)  # [S, V]; float64 keeps the CDF exact enough
         cdf = probs.cumsum_(dim=-1)
-        targets = torch.tensor(uniforms, dtype=torch.float64, device=scaled.device)[:, None] * cdf[:, -1:]
+        targets = to_device(uniforms, torch.float64, scaled.device)[:, None] * cdf[:, -1:]
         # The first entry whose CDF exceeds the target: always a token of non-zero probability.
         return torch.searchsorted(cdf, targets, right=True).squeeze(1).clamp_(max=vocab - 1)
 
-    def _package(self, token_ids: torch.Tensor, logprobs: torch.Tensor | None, params) -> list[SampledToken]:
-        ids = token_ids.tolist()
-        if logprobs is None:
+
+class Sampled:
+    """One step's sampling, queued on the device. `token_ids` [S] int64 stays there (the next step
+    reads pending ids from it); its host copy, with the logprobs, is on its way. `result()` waits
+    for that copy only, never for work queued on the device after it."""
+
+    def __init__(self, token_ids: torch.Tensor, logprobs: torch.Tensor | None, params: list[SamplingParams]) -> None:
+        self.token_ids = token_ids
+        self._params = params
+        self._k = max((p.logprobs or 0) for p in params)
+        parts = [token_ids]
+        if logprobs is not None:
+            chosen = logprobs.gather(1, token_ids[:, None]).squeeze(1)  # [S]
+            top_values, top_ids = logprobs.topk(self._k, dim=-1) if self._k else (logprobs[:, :0], logprobs[:, :0].long())
+            parts += [chosen, top_values, top_ids]
+        self._host = _HostCopy(parts)
+
+    def result(self) -> list[SampledToken]:
+        parts = self._host.wait()
+        ids = parts[0]
+        if len(parts) == 1:
             return [SampledToken(t) for t in ids]
-        k = max((p.logprobs or 0) for p in params)
-        chosen = logprobs.gather(1, token_ids[:, None]).squeeze(1).tolist()
-        top_values, top_ids = (logprobs.topk(k, dim=-1) if k else (logprobs[:, :0], logprobs[:, :0].long()))
-        top_values, top_ids = top_values.tolist(), top_ids.tolist()
+        chosen, top_values, top_ids = parts[1:]
         out = []
-        for row, (token_id, p) in enumerate(zip(ids, params)):
+        for row, (token_id, p) in enumerate(zip(ids, self._params)):
             if p.logprobs is None:
                 out.append(SampledToken(token_id))
                 continue
             top = list(zip(top_ids[row][: p.logprobs], top_values[row][: p.logprobs]))
             out.append(SampledToken(token_id, TokenLogprob(token_id, chosen[row], top)))
         return out
+
+
+class _HostCopy:
+    """Device tensors copied to pinned host memory behind the work queued so far; wait() blocks
+    until that copy is done (an event, not a device-wide sync) and returns them as lists."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        self._event = None
+        if tensors[0].device.type != "cuda":
+            self._tensors = tensors
+            return
+        self._tensors = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+        for host, device in zip(self._tensors, tensors):
+            host.copy_(device, non_blocking=True)
+        self._event = torch.cuda.Event()
+        self._event.record()
+
+    def wait(self) -> list[list]:
+        if self._event is not None:
+            self._event.synchronize()
+        return [t.tolist() for t in self._tensors]
+
+
+def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A host list as a tensor on device, without waiting for the device: through pinned memory,
+    which PyTorch's host allocator reuses only once the copy out of it has run."""
+    if device.type != "cuda":
+        return torch.tensor(values, dtype=dtype, device=device)
+    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
 
 
 def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
@@ -124,7 +176,7 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[float]
     if not use_top_p and all(k == vocab for k in top_k):
         return logits
     device = logits.device
-    k_tensor = torch.tensor(top_k, device=device)[:, None]  # [S, 1]
+    k_tensor = to_device(top_k, torch.int64, device)[:, None]  # [S, 1]
     if not use_top_p:
         kth = logits.topk(max(top_k), dim=-1).values.gather(1, k_tensor - 1)  # [S, 1]
         return logits.masked_fill(logits < kth, float("-inf"))
@@ -134,7 +186,7 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[float]
     probs = sorted_logits.softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs
     # Rows without top-p get a threshold no mass reaches (float rounding could exceed exactly 1).
-    p_tensor = torch.tensor([p if p < 1.0 else 2.0 for p in top_p], device=device)[:, None]
+    p_tensor = to_device([p if p < 1.0 else 2.0 for p in top_p], torch.float32, device)[:, None]
     sorted_logits = sorted_logits.masked_fill(mass_before >= p_tensor, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter_(1, order, sorted_logits)
 

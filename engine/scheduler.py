@@ -10,7 +10,7 @@ import bisect
 
 from engine.config import EngineConfig
 from engine.kv_cache import KVCacheManager
-from engine.sequence import SampledToken, ScheduledBatch, ScheduledChunk, Sequence
+from engine.sequence import PENDING_TOKEN, SampledToken, ScheduledBatch, ScheduledChunk, Sequence
 from engine.types import RequestStatus
 
 
@@ -26,6 +26,10 @@ class Scheduler:
     prefills, then admits waiting requests, all under `max_num_batched_tokens`. When KV blocks run
     out, the newest running request is preempted: its blocks go back to the pool and it waits again
     with all its tokens, to be recomputed (partly from the prefix cache) when there is room.
+
+    A step's results come in two halves, so the next step can be planned while this one runs:
+    `advance(batch, samples)` when it is launched (its tokens count as computed, each sampled token
+    is a PENDING_TOKEN), `update(batch, samples, sampled)` when its ids are read back.
     """
 
     def __init__(
@@ -89,7 +93,9 @@ class Scheduler:
         preemptions_before = self.num_preemptions
 
         self.running.sort(key=_order)
-        pending = [(seq, len(seq.token_ids) - seq.num_computed_tokens) for seq in self.running]
+        # A request whose token still in flight is its last (by length) has nothing more to run.
+        pending = [(seq, len(seq.token_ids) - seq.num_computed_tokens) for seq in self.running
+                   if not (seq.token_ids[-1] == PENDING_TOKEN and self._length_reached(seq, len(seq.token_ids)))]
         decodes = [entry for entry in pending if entry[1] == 1]
         prefills = [entry for entry in pending if entry[1] > 1]
         for seq, num_pending in decodes + prefills:  # decodes first: a long prompt never stalls running streams
@@ -152,6 +158,8 @@ class Scheduler:
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.kv.free(seq)
+        if seq.has_pending_token:  # dropped unread: the recompute samples that position again
+            seq.token_ids.pop()
         seq.num_computed_tokens = 0  # recompute prompt + output so far; the prefix cache may serve part
         self.num_preemptions += 1
         self.add(seq)
@@ -166,31 +174,47 @@ class Scheduler:
 
     # ---- results --------------------------------------------------------------------------------
 
-    def update(self, batch: ScheduledBatch, sampled: list[SampledToken]) -> list[Sequence]:
-        """Advance the batch's sequences by what the runner computed and sampled (one token per
-        chunk whose `samples` is True, in chunk order). Returns the sequences that finished."""
-        tokens = iter(sampled)
-        finished = []
-        for chunk in batch.chunks:
-            seq = chunk.seq
-            token = next(tokens) if chunk.samples else None  # read `samples` before appending
-            if seq.status != RequestStatus.RUNNING:  # aborted while the step ran
-                continue
-            seq.num_computed_tokens += chunk.num_tokens
-            self.kv.cache_full_blocks(seq)
-            if token is None:
-                continue
-            seq.token_ids.append(token.token_id)
-            status = self._stop_status(seq, token.token_id)
-            if status is not None:
-                self.finish(seq, status)
-                finished.append(seq)
-        return finished
+    def advance(self, batch: ScheduledBatch, samples: list[bool]) -> None:
+        """The batch was launched: its tokens count as computed, and each chunk that samples
+        (samples[i], read before this call) holds a PENDING_TOKEN until update() gets the id."""
+        for chunk, sampling in zip(batch.chunks, samples):
+            chunk.seq.num_computed_tokens += chunk.num_tokens
+            if sampling:
+                chunk.seq.token_ids.append(PENDING_TOKEN)
 
-    def _stop_status(self, seq: Sequence, token_id: int) -> RequestStatus | None:
+    def update(
+        self, batch: ScheduledBatch, samples: list[bool], sampled: list[SampledToken]
+    ) -> list[tuple[Sequence, SampledToken]]:
+        """The advanced batch's sampled ids arrived (one per chunk with samples[i], in chunk order).
+        Returns the (sequence, token) pairs taken: not those of requests that were aborted or
+        preempted meanwhile. A sequence that finished with its token is out of `running`."""
+        tokens = iter(sampled)
+        taken = []
+        for chunk, sampling in zip(batch.chunks, samples):
+            seq = chunk.seq
+            token = next(tokens) if sampling else None
+            if seq.status != RequestStatus.RUNNING:  # aborted, preempted or failed since the launch
+                continue
+            if token is not None:
+                index = chunk.start + chunk.num_tokens  # where advance() put the pending token
+                seq.token_ids[index] = token.token_id
+                taken.append((seq, token))
+            # Only now are the full blocks' tokens all known (a later pending one is never in them).
+            self.kv.cache_full_blocks(seq)
+            if token is not None:
+                status = self._stop_status(seq, token.token_id, index + 1)
+                if status is not None:
+                    self.finish(seq, status)
+        return taken
+
+    def _stop_status(self, seq: Sequence, token_id: int, num_tokens: int) -> RequestStatus | None:
+        """How seq ends with token_id as its num_tokens-th token, or None if it goes on."""
         params = seq.params
         if (token_id in self.eos_token_ids and not params.ignore_eos) or token_id in params.stop_token_ids:
             return RequestStatus.FINISHED_STOPPED
-        if seq.num_output_tokens >= params.max_tokens or seq.num_tokens >= self.max_model_len:
+        if self._length_reached(seq, num_tokens):
             return RequestStatus.FINISHED_LENGTH
         return None
+
+    def _length_reached(self, seq: Sequence, num_tokens: int) -> bool:
+        return num_tokens - seq.num_prompt_tokens >= seq.params.max_tokens or num_tokens >= self.max_model_len

@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 from engine.types import RequestStatus, SamplingParams
 
+# Stands in seq.token_ids for a token that a step still running on the device has sampled, so the
+# scheduler can plan the next step before the host has read it. The runner feeds such a position
+# from the device's copy of the sampled ids; the engine writes the real id in when it arrives.
+PENDING_TOKEN = -1
+
 
 @dataclass(slots=True, eq=False)
 class Sequence:
@@ -46,6 +51,10 @@ class Sequence:
     @property
     def num_output_tokens(self) -> int:
         return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def has_pending_token(self) -> bool:
+        return self.token_ids[-1] == PENDING_TOKEN
 
 
 @dataclass(slots=True)

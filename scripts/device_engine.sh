@@ -36,16 +36,20 @@ export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
   "$PY" -c "import torch, triton, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, 'transformers', transformers.__version__)"
 } >>"$summary" 2>&1
 
-stage kernels "${KERNELS_S:-150}" "$PY" -m pytest -q -p no:cacheprovider tests/engine/kernels
-tail -3 "$OUT/kernels.log" >>"$summary"; grep -h "fp8 vs" "$OUT/kernels.log" >>"$summary"
+# TESTS: the GPU tests to run first (space-separated paths; empty: none).
+if [[ -n ${TESTS-tests/engine/kernels} ]]; then
+    # shellcheck disable=SC2086
+    stage kernels "${KERNELS_S:-150}" "$PY" -m pytest -q -p no:cacheprovider ${TESTS-tests/engine/kernels}
+    tail -3 "$OUT/kernels.log" >>"$summary"; grep -h "fp8 vs" "$OUT/kernels.log" >>"$summary"
+fi
 stage suite "${SUITE_S:-170}" "$PY" -m engine.bench_gpu --model-config llama-3.1-8b --prompt-len 512 --new-tokens 128 \
     --long-prompt 1000 --concurrency 0 --no-gemv --no-paged --contexts 32768
 sed -n '/^bench on\|^batch-1\|decoder/,$p' "$OUT/suite.log" | grep -v '^{' | head -40 >>"$summary"
 stage saturated "${SATURATED_S:-240}" "$PY" -m engine.bench_gpu_saturated --kv-cache-dtypes "${KV_DTYPES:-fp8,auto}" \
     --deadline 75 --out "$OUT/saturated.json"
 sed -n '/^saturated on/,$p' "$OUT/saturated.log" >>"$summary"
-stage context "${CONTEXT_S:-120}" "$PY" -m engine.bench_gpu_context --contexts 1024,32768 --out "$OUT/context.json"
-sed -n '/^batch-1 decode by context/,$p' "$OUT/context.log" >>"$summary"
+[[ ${CONTEXT:-1} == 1 ]] && stage context "${CONTEXT_S:-120}" "$PY" -m engine.bench_gpu_context --contexts 1024,32768 --out "$OUT/context.json"
+[[ ${CONTEXT:-1} == 1 ]] && sed -n '/^batch-1 decode by context/,$p' "$OUT/context.log" >>"$summary"
 if [[ ${LOGITS:-1} == 1 ]]; then
     stage logits "${LOGITS_S:-120}" "$PY" -m engine.bench_logits --config llama-3.1-8b --device cuda --layers 32 \
     --inits fan-in,flat --variants engine --no-eager

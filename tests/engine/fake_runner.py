@@ -8,7 +8,7 @@ forgets a token changes the output, exactly as it would corrupt a real model's a
 
 from __future__ import annotations
 
-from engine.sequence import SampledToken, ScheduledBatch
+from engine.sequence import PENDING_TOKEN, SampledToken, ScheduledBatch
 from engine.types import TokenLogprob
 
 
@@ -41,6 +41,9 @@ class FakeRunner:
         self.released: list[str] = []
         self.fail_if = None  # optional predicate on the batch: raise instead of running it
         self.forced: dict[str, list[int]] = {}  # request id -> tokens to emit instead of the hash
+        # What the real runner keeps on the device: each request's last sampled id, which feeds a
+        # PENDING_TOKEN position of the next step when the engine runs ahead.
+        self.last_sampled: dict[str, int] = {}
 
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
         self.batches.append([(c.seq.request_id, c.start, c.num_tokens) for c in batch.chunks])
@@ -52,7 +55,11 @@ class FakeRunner:
             assert chunk.start == seq.num_computed_tokens, "a chunk must continue where the cache ends"
             assert len(seq.block_table) * size >= chunk.start + chunk.num_tokens, "chunk runs past its blocks"
             for pos in range(chunk.start, chunk.start + chunk.num_tokens):
-                self.cells[seq.block_table[pos // size]][pos % size] = seq.token_ids[pos]
+                token = seq.token_ids[pos]
+                if token == PENDING_TOKEN:
+                    assert pos == seq.num_tokens - 1, "only a request's last token may be pending"
+                    token = self.last_sampled[seq.request_id]
+                self.cells[seq.block_table[pos // size]][pos % size] = token
         sampled = []
         for chunk in batch.chunks:
             if not chunk.samples:
@@ -65,6 +72,7 @@ class FakeRunner:
             if seq.params.logprobs is not None:
                 logprob = TokenLogprob(token, -0.5, [(token, -0.5)] * seq.params.logprobs)
             sampled.append(SampledToken(token, logprob))
+            self.last_sampled[seq.request_id] = token
         return sampled
 
     def release(self, request_id: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from engine.config import EngineConfig
 from engine.engine import Engine
+from engine.scheduler import Scheduler
+from engine.sequence import ScheduledBatch, Sequence
 from engine.types import RequestOutput
 from tests.engine.fake_runner import FakeRunner
 
@@ -33,3 +35,11 @@ def finish_of(outputs: list[RequestOutput]) -> str | None:
     reasons = [out.finish_reason for out in outputs if out.finish_reason is not None]
     assert len(reasons) == 1 and outputs[-1].finish_reason == reasons[0], reasons
     return reasons[0]
+
+
+def run_batch(scheduler: Scheduler, runner: FakeRunner, batch: ScheduledBatch) -> list[Sequence]:
+    """One step run to its end before the next is planned: the sequences it finished."""
+    samples = [chunk.samples for chunk in batch.chunks]
+    sampled = runner.execute(batch)
+    scheduler.advance(batch, samples)
+    return [seq for seq, _ in scheduler.update(batch, samples, sampled) if seq.status.finished]

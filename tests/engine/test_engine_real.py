@@ -161,3 +161,54 @@ def test_cuda_graph_decode_steps_match_eager_steps(tmp_path):
         assert (engine.runner.graphs is not None) == cuda_graphs
         results.append(run_staggered(engine, requests, admit_every=2))
     assert results[0] == results[1]
+
+
+def _mixed_requests(prompts):
+    """Greedy, seeded sampling and logprobs, the sampler's three paths."""
+    return [
+        ("greedy", prompts[1], greedy(max_tokens=12)),
+        ("seeded", prompts[3], SamplingParams(max_tokens=12, temperature=0.8, top_k=40, seed=7)),
+        ("logprobs", prompts[5], SamplingParams(max_tokens=10, temperature=0.0, logprobs=2)),
+        ("short", prompts[0], greedy(max_tokens=3)),
+    ]
+
+
+def _outputs_of(engine, requests):
+    outputs, pending, step = {}, list(requests), 0
+    while pending or engine.has_unfinished():
+        if pending and step % 2 == 0:
+            engine.add_request(*pending.pop(0))
+        for out in engine.step():
+            outputs.setdefault(out.request_id, []).append(out)
+        step += 1
+    return {
+        rid: (tokens_of(outs), [round(lp.logprob, 3) for out in outs for lp in out.logprobs or []])
+        for rid, outs in outputs.items()
+    }
+
+
+def test_running_ahead_changes_no_output(model_dir, prompts):
+    runner = ModelRunner(EngineConfig(model=str(model_dir), kv_cache_tokens=4096, max_num_batched_tokens=64))
+    in_step = _outputs_of(Engine(dataclasses.replace(runner.config, async_scheduling="off"), runner), _mixed_requests(prompts))
+    ahead = _outputs_of(Engine(dataclasses.replace(runner.config, async_scheduling="on"), runner), _mixed_requests(prompts))
+    assert ahead == in_step
+    assert len(in_step["logprobs"][1]) == 10 and len(in_step["short"][0]) == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_running_ahead_on_the_gpu_changes_no_output(tmp_path):
+    from engine.models.dummy import shipped_config
+
+    prompts = [list(range(100 + 7 * i, 130 + 29 * i)) for i in range(6)]
+    (tmp_path / "config.json").write_text(json.dumps(shipped_config("smollm2-135m")))
+    config = EngineConfig(model=str(tmp_path), dummy_weights=True, device="cuda", kv_cache_tokens=4096, max_num_seqs=8)
+    runner = ModelRunner(config)
+    assert runner.asynchronous and runner.graphs is not None
+    ahead_engine = Engine(config, runner)  # auto: runs ahead on CUDA
+    assert ahead_engine._runs_ahead
+    ahead = _outputs_of(ahead_engine, _mixed_requests(prompts))
+    in_step = _outputs_of(Engine(dataclasses.replace(config, async_scheduling="off"), runner), _mixed_requests(prompts))
+    assert [rid for rid in ahead] and ahead.keys() == in_step.keys()
+    for rid in ahead:
+        assert ahead[rid][0] == in_step[rid][0], rid

@@ -29,14 +29,16 @@ def check_invariants(engine, batch_log, budget, max_num_seqs):
         assert len(seq.block_table) * kv.block_size >= seq.num_computed_tokens
 
 
+@pytest.mark.parametrize("async_scheduling", ["off", "on"])
 @pytest.mark.parametrize("seed", range(12))
-def test_random_workload_keeps_invariants_and_outputs(seed):
+def test_random_workload_keeps_invariants_and_outputs(seed, async_scheduling):
     rng = random.Random(seed)
     block_size = rng.choice([1, 2, 4, 8])
     runner = FakeRunner(num_kv_blocks=rng.randint(64, 160) // block_size, block_size=block_size)
     capacity = runner.num_kv_blocks * block_size
     budget, max_num_seqs = rng.randint(4, 48), rng.randint(1, 12)
-    engine = make_engine(runner, block_size=block_size, max_num_batched_tokens=budget, max_num_seqs=max_num_seqs)
+    engine = make_engine(runner, block_size=block_size, max_num_batched_tokens=budget, max_num_seqs=max_num_seqs,
+                         async_scheduling=async_scheduling)
     prefixes = [[rng.randrange(1000) for _ in range(rng.randint(1, 20))] for _ in range(3)]
 
     expected, aborted, outputs = {}, set(), {}

@@ -3,7 +3,7 @@ from engine.scheduler import Scheduler
 from engine.sequence import Sequence
 from engine.types import RequestStatus, SamplingParams
 from tests.engine.fake_runner import FakeRunner, reference_output
-from tests.engine.sched_helpers import finish_of, make_engine, run_until_done, tokens_of
+from tests.engine.sched_helpers import finish_of, make_engine, run_batch, run_until_done, tokens_of
 
 GREEDY = SamplingParams(max_tokens=8, temperature=0.0)
 
@@ -83,7 +83,7 @@ def drive(scheduler: Scheduler, runner: FakeRunner, steps: int = 200) -> list[Se
     for _ in range(steps):
         batch = scheduler.schedule()
         if batch.chunks:
-            finished += scheduler.update(batch, runner.execute(batch))
+            finished += run_batch(scheduler, runner, batch)
         if not scheduler.has_unfinished():
             break
         finished += scheduler.take_failed()
@@ -123,7 +123,7 @@ def test_a_head_that_does_not_fit_is_not_overtaken():
     runner = FakeRunner(num_kv_blocks=4, block_size=4)
     running = Sequence("running", [1] * 8, params(max_tokens=4), arrival=0)
     scheduler.add(running)
-    scheduler.update(batch := scheduler.schedule(), runner.execute(batch))
+    run_batch(scheduler, runner, scheduler.schedule())
     big = Sequence("big", [2] * 9, params(max_tokens=1), arrival=1)
     small = Sequence("small", [3], params(max_tokens=1), arrival=2)
     scheduler.add(big)
