@@ -42,11 +42,16 @@ if [[ -n ${TESTS-tests/engine/kernels} ]]; then
     stage kernels "${KERNELS_S:-150}" "$PY" -m pytest -q -p no:cacheprovider ${TESTS-tests/engine/kernels}
     tail -3 "$OUT/kernels.log" >>"$summary"; grep -h "fp8 vs" "$OUT/kernels.log" >>"$summary"
 fi
+if [[ ${MICRO:-0} == 1 ]]; then  # the GEMV against cuBLAS per layer, with the autotuner's picks
+    TRITON_PRINT_AUTOTUNING=1 stage micro "${MICRO_S:-120}" "$PY" -m engine.bench_gpu_micro 1
+    grep -v "^Triton autotuning\|^  \|^$" "$OUT/micro.log" | tail -14 >>"$summary"
+    grep "best config" "$OUT/micro.log" >>"$summary"
+fi
 stage suite "${SUITE_S:-170}" "$PY" -m engine.bench_gpu --model-config llama-3.1-8b --prompt-len 512 --new-tokens 128 \
     --long-prompt 1000 --concurrency 0 --no-gemv --no-paged --contexts 32768
 sed -n '/^bench on\|^batch-1\|decoder/,$p' "$OUT/suite.log" | grep -v '^{' | head -40 >>"$summary"
 stage saturated "${SATURATED_S:-240}" "$PY" -m engine.bench_gpu_saturated --kv-cache-dtypes "${KV_DTYPES:-fp8,auto}" \
-    --deadline 75 --out "$OUT/saturated.json"
+    --deadline 75 --max-num-batched-tokens "${SATURATED_TOKENS:-2048}" --out "$OUT/saturated.json"
 sed -n '/^saturated on/,$p' "$OUT/saturated.log" >>"$summary"
 [[ ${CONTEXT:-1} == 1 ]] && stage context "${CONTEXT_S:-120}" "$PY" -m engine.bench_gpu_context --contexts 1024,32768 --out "$OUT/context.json"
 [[ ${CONTEXT:-1} == 1 ]] && sed -n '/^batch-1 decode by context/,$p' "$OUT/context.log" >>"$summary"

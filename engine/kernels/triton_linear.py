@@ -3,7 +3,9 @@
 At batch 1..64 a linear layer is a stream over its weight matrix: the time is the weight bytes
 over memory bandwidth. One program owns BLOCK_N output features and walks the whole K dimension,
 so every weight element is read exactly once, with 16-byte loads along K. The block shape is
-autotuned per (N, K, row block) on first use (outside CUDA-graph capture: warm up first).
+autotuned per (N, K, row block) on first use (outside CUDA-graph capture: warm up first). For a
+single row the autotuner also tries a multiply-add form on the CUDA cores (ROW configs), which
+keeps no tensor-core tile padded to 16 rows, and keeps whichever streams faster.
 Reference: torch.nn.functional.linear.
 """
 
@@ -29,18 +31,52 @@ _CONFIGS = [
         (8, 1024, 4, 3), (16, 1024, 8, 3), (8, 256, 2, 6), (16, 128, 4, 8),
     ]
 ]
+# Single-row configs: a [BLOCK_N, BLOCK_K] float32 accumulator, at most 64 registers a thread.
+_ROW_CONFIGS = [
+    triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "ROW": True}, num_warps=w, num_stages=s)
+    for bn, bk, w, s in [
+        (4, 1024, 4, 4), (8, 512, 4, 4), (8, 1024, 4, 3), (16, 512, 4, 3), (16, 256, 4, 4),
+        (32, 256, 8, 4), (8, 512, 8, 4), (4, 512, 2, 4), (16, 1024, 8, 3), (32, 512, 8, 3),
+    ]
+]
 
 
-@triton.autotune(configs=_CONFIGS, key=["N", "K", "BLOCK_M"])
+def _prune(configs, named_args, **kwargs):
+    """ROW configs only for a single row; the others (tl.dot) for any row count."""
+    one_row = kwargs.get("ONE_ROW", named_args.get("ONE_ROW"))
+    return [c for c in configs if one_row or not c.kwargs.get("ROW", False)]
+
+
+@triton.autotune(
+    configs=[triton.Config({**c.kwargs, "ROW": False}, num_warps=c.num_warps, num_stages=c.num_stages)
+             for c in _CONFIGS] + _ROW_CONFIGS,
+    key=["N", "K", "BLOCK_M", "ONE_ROW"],
+    prune_configs_by={"early_config_prune": _prune},
+)
 @triton.jit
 def _gemv_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,
     M, N, K,
     stride_xm, stride_wn, stride_ym,
-    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, ONE_ROW: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROW: tl.constexpr,
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output features
     col_mask = cols < N
+    if ROW:  # M == 1
+        w_row_ptrs = w_ptr + cols.to(tl.int64)[:, None] * stride_wn
+        partial = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for k_start in range(0, K, BLOCK_K):
+            ks = k_start + tl.arange(0, BLOCK_K)
+            k_mask = ks < K
+            w = tl.load(w_row_ptrs + ks[None, :], mask=col_mask[:, None] & k_mask[None, :], other=0.0)
+            x = tl.load(x_ptr + ks, mask=k_mask, other=0.0)  # [BLOCK_K]
+            partial += w.to(tl.float32) * x.to(tl.float32)[None, :]
+        y = tl.sum(partial, axis=1)  # [BLOCK_N]
+        if HAS_BIAS:
+            y += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        tl.store(y_ptr + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
+        return
     rows = tl.arange(0, BLOCK_M)  # batch rows, padded to the dot's minimum
     row_mask = rows < M
     w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wn
@@ -78,6 +114,6 @@ def linear(
         x, weight, bias if bias is not None else weight, y,
         num_rows, n, k,
         x.stride(0), weight.stride(0), y.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_M=max(16, triton.next_power_of_2(num_rows)),
+        HAS_BIAS=bias is not None, BLOCK_M=max(16, triton.next_power_of_2(num_rows)), ONE_ROW=num_rows == 1,
     )
     return y

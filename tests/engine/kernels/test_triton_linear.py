@@ -32,3 +32,24 @@ def test_big_batches_fall_back_to_cublas():
     x = torch.randn(MAX_ROWS + 1, 256, device="cuda").bfloat16()
     weight = torch.randn(128, 256, device="cuda").bfloat16()
     torch.testing.assert_close(linear(x, weight), F.linear(x, weight))
+
+
+@pytest.mark.parametrize("n,k,bias", [(1000, 576, True), (4096, 4096, False), (37, 1100, True)])
+def test_every_single_row_config_matches_cublas(n, k, bias):
+    # The autotuner keeps one config per shape; each single-row (multiply-add) one must be right.
+    import triton
+
+    from engine.kernels.triton_linear import _ROW_CONFIGS, _gemv_kernel
+
+    x = torch.randn(1, k, device="cuda").bfloat16()
+    weight = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
+    b = torch.randn(n, device="cuda").bfloat16() if bias else None
+    expected = F.linear(x.float(), weight.float(), None if b is None else b.float())
+    for config in _ROW_CONFIGS:
+        out = torch.full((1, n), float("nan"), device="cuda", dtype=x.dtype)
+        _gemv_kernel.fn[(triton.cdiv(n, config.kwargs["BLOCK_N"]),)](
+            x, weight, b if b is not None else weight, out, 1, n, k, x.stride(0), weight.stride(0), out.stride(0),
+            HAS_BIAS=b is not None, BLOCK_M=16, ONE_ROW=True, num_warps=config.num_warps,
+            num_stages=config.num_stages, **config.kwargs,
+        )
+        assert relative_error(out, expected) <= 1e-2, config
