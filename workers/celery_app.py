@@ -26,4 +26,7 @@ app.conf.update(
 
 def configure(redis_url: str) -> Celery:
     app.conf.broker_url = redis_url
+    if redis_url.partition("://")[0] in ("redis", "rediss"):
+        # A BRPOP that brings one job takes the others already queued (workers/receipt.py).
+        app.conf.broker_transport = "workers.receipt:BatchingTransport"
     return app

@@ -1,0 +1,53 @@
+"""The batching Redis channel against a real Redis: one read brings every queued message the
+prefetch window has room for, and no more."""
+
+import pytest
+import redis
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+from workers.celery_app import app, configure
+from workers.receipt import BatchingTransport
+
+
+@pytest.fixture
+def connection(redis_url):
+    with Connection(redis_url, transport=BatchingTransport) as conn:
+        yield conn
+
+
+def _publish(conn, queue: Queue, count: int) -> None:
+    with conn.channel() as channel:
+        producer = Producer(channel)
+        for i in range(count):
+            producer.publish({"n": i}, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue])
+
+
+def _consume_once(conn, queue: Queue, prefetch: int) -> list[int]:
+    received = []
+
+    def on_message(body, message):
+        received.append(body["n"])
+
+    channel = conn.channel()
+    channel.basic_qos(0, prefetch, False)
+    with Consumer(channel, queues=[queue], callbacks=[on_message]):
+        conn.drain_events(timeout=2)
+    return received
+
+
+def test_one_read_takes_what_the_prefetch_window_has_room_for(connection, redis_url):
+    queue = Queue("batch-test", Exchange("batch-test", type="direct"), routing_key="batch-test")
+    _publish(connection, queue, 5)
+    assert _consume_once(connection, queue, prefetch=3) == [0, 1, 2]  # oldest first, window of 3
+    assert redis.Redis.from_url(redis_url).llen("batch-test") == 2  # the rest stay for other workers
+
+
+def test_the_worker_app_uses_it(redis_url):
+    before = app.conf.broker_url
+    try:
+        configure(redis_url)
+        assert app.conf.broker_transport == "workers.receipt:BatchingTransport"
+        with app.connection_for_read() as conn:
+            assert isinstance(conn.transport, BatchingTransport)
+    finally:
+        app.conf.broker_url, app.conf.broker_transport = before, None
