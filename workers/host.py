@@ -78,6 +78,8 @@ class EngineHost:
         worker is draining or the job is past its deadline: run_job answers those."""
         if not self._accepting or 0 < job.deadline <= time.time():
             return
+        if (job.request_id, job.attempt) in self._started_early:
+            return  # the transport handed it over already; this is Celery's task_received
         request = LiveRequest(job, self.worker_id)
         self._started_early[(job.request_id, job.attempt)] = request
         self._inbox.put(("add", request))

@@ -3,7 +3,11 @@ unacked message) until the request ends, so the threads pool bounds how many job
 
 from __future__ import annotations
 
+import base64
 import logging
+from datetime import datetime, timezone
+
+import msgspec
 
 from celery import Task
 from celery.exceptions import Reject
@@ -12,6 +16,7 @@ from celery.signals import task_received, task_revoked
 from workers import protocol
 from workers.celery_app import app
 from workers.host import Draining, EngineHost
+from workers.receipt import BatchingTransport
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +27,7 @@ def bind_host(host: EngineHost | None) -> None:
     """The CLI loads the engine once, before Celery starts, and binds its host here."""
     global _host
     _host = host
+    BatchingTransport.on_message = _start_at_arrival if host is not None else None
 
 
 def current_host() -> EngineHost:
@@ -62,6 +68,23 @@ def _start_at_receipt(sender=None, request=None, **_) -> None:
     except Exception:  # noqa: BLE001 - the task's own run() reports a malformed job
         return
     _host.start_early(job)
+
+
+def _start_at_arrival(envelope: dict) -> None:
+    """The job goes to the engine as soon as the transport has read its message, before Celery handles
+    it (workers/receipt.py); task_received, which follows, then finds it started. A message that is
+    not a generate job, or a job this worker will not start now, is left to Celery alone."""
+    headers = envelope.get("headers", {})
+    if _host is None or headers.get("task") != protocol.GENERATE_TASK:
+        return
+    expires = headers.get("expires")
+    if expires and datetime.fromisoformat(expires) <= datetime.now(timezone.utc):
+        return  # Celery drops it as expired and _end_expired_job ends its stream
+    body = envelope.get("body", "")
+    if envelope.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args = msgspec.json.decode(body)[0]
+    _host.start_early(protocol.job_from_wire(args[0]))
 
 
 @task_revoked.connect

@@ -1,6 +1,9 @@
 """The batching Redis channel against a real Redis: one read brings every queued message the
 prefetch window has room for, and no more."""
 
+import base64
+import json
+
 import pytest
 import redis
 from kombu import Connection, Consumer, Exchange, Producer, Queue
@@ -51,3 +54,25 @@ def test_the_worker_app_uses_it(redis_url):
             assert isinstance(conn.transport, BatchingTransport)
     finally:
         app.conf.broker_url, app.conf.broker_transport = before, None
+
+
+def test_messages_after_a_failed_delivery_go_back_to_the_queue_in_order(connection, redis_url):
+    queue = Queue("batch-fail", Exchange("batch-fail", type="direct"), routing_key="batch-fail")
+    _publish(connection, queue, 4)
+    received = []
+
+    def on_message(body, message):
+        received.append(body["n"])
+        if body["n"] == 1:
+            raise RuntimeError("consumer failed")
+
+    channel = connection.channel()
+    channel.basic_qos(0, 4, False)
+    with Consumer(channel, queues=[queue], callbacks=[on_message]):
+        with pytest.raises(RuntimeError):
+            connection.drain_events(timeout=2)
+    assert received == [0, 1]
+    client = redis.Redis.from_url(redis_url)
+    left = [json.loads(base64.b64decode(json.loads(raw)["body"]))["n"]
+            for raw in reversed(client.lrange("batch-fail", 0, -1))]
+    assert left == [2, 3]  # oldest first, as RPOP will take them
