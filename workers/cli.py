@@ -51,6 +51,8 @@ def _engine_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
 @option("--quantization", envvar="LLMQ_QUANTIZATION", default=None)
 @option("--tensor-parallel-size", envvar="LLMQ_TENSOR_PARALLEL_SIZE", type=int, default=1, show_default=True)
 @option("--cuda-graphs/--no-cuda-graphs", envvar="LLMQ_CUDA_GRAPHS", default=True, show_default=True)
+@option("--async-scheduling", envvar="LLMQ_ASYNC_SCHEDULING", type=click.Choice(["auto", "on", "off"]), default="auto",
+        show_default=True, help="Launch each engine step before reading the last one's tokens (auto: on CUDA).")
 @option("--num-threads", envvar="LLMQ_NUM_THREADS", type=int, default=None, help="torch threads on CPU.")
 @option("--dummy-weights", envvar="LLMQ_DUMMY_WEIGHTS", is_flag=True, help="Random weights (benchmarks).")
 @option("--seed", envvar="LLMQ_SEED", type=int, default=0, show_default=True)

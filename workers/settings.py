@@ -39,6 +39,7 @@ class WorkerSettings:
     quantization: str | None = None
     tensor_parallel_size: int = 1
     cuda_graphs: bool = True
+    async_scheduling: str = "auto"  # plan step N+1 before reading step N back: auto (on CUDA) | on | off
     num_threads: int | None = None
     dummy_weights: bool = False
     seed: int = 0
@@ -71,6 +72,7 @@ class WorkerSettings:
             quantization=self.quantization,
             tensor_parallel_size=self.tensor_parallel_size,
             cuda_graphs=self.cuda_graphs,
+            async_scheduling=self.async_scheduling,
             num_threads=self.num_threads,
             seed=self.seed,
         )
