@@ -31,6 +31,7 @@ CHECK_INTERVAL_S = 0.25  # client, abort and deadline checks of live requests
 LEASE_REFRESH_S = protocol.LEASE_TTL_S / 3
 OUTAGE_RETRY_S = 0.2  # pause between attempts to reach Redis while it is away
 REMEMBERED_ABORTS = 4096  # aborts of requests not (yet) here: a job picked up after its abort ends at once
+LATE_PICKUP_ROUNDS = 3  # extra inbox reads before a step, for jobs that came during the last pickup
 WEDGED_LOOP_GRACE_S = 30.0  # a task thread gives up on its request this long after the deadline
 
 
@@ -147,6 +148,13 @@ class EngineHost:
 
     def _turn(self) -> None:
         self._take_inbox(self._wait_time())
+        # Jobs that arrived during that pickup's round trip would wait a whole engine step for the
+        # next turn: take them now, while each round brings some (bounded, so arrivals cannot hold
+        # the step back).
+        for _ in range(LATE_PICKUP_ROUNDS):
+            if self._inbox.empty():
+                break
+            self._take_inbox(0.0)
         now = time.time()
         if now - self._last_checks >= CHECK_INTERVAL_S:
             self._end_overdue(now)

@@ -1,0 +1,56 @@
+"""When jobs reach the engine: a job handed over twice (by the transport, then by Celery's
+task_received) runs once, and one that arrives while the loop is picking others up joins their step."""
+
+from tests.integration.helpers import wait_for
+from tests.workers.conftest import make_job, stream_events
+from tests.workers.fakes import ScriptedEngine
+from workers.host import EngineHost
+from workers.publisher import Publisher
+
+
+def test_a_job_handed_over_twice_runs_once(host, client, engine):
+    job = make_job("p1", max_tokens=2)
+    host.start_early(job)
+    host.start_early(job)  # Celery's task_received after the transport's hook
+    assert host.run_job(job) == "length"
+    assert engine.added == ["p1"]
+    assert [e.type for e in stream_events(client, "p1")] == ["start", "tokens", "tokens", "done"]
+
+
+class _StepRecorder(ScriptedEngine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.added_before_step: dict[str, int] = {}
+
+    def add_request(self, request_id, prompt_token_ids, params) -> None:
+        super().add_request(request_id, prompt_token_ids, params)
+        self.added_before_step[request_id] = self.steps
+
+
+class _ArrivalDuringPickup(Publisher):
+    """The first pickup's round trip is where a second job arrives."""
+
+    def __init__(self, client, host_ref: list, late_job) -> None:
+        super().__init__(client, "w1")
+        self.host_ref, self.late_job = host_ref, late_job
+
+    def pick_up(self, request_ids):
+        if self.late_job is not None:
+            late, self.late_job = self.late_job, None
+            self.host_ref[0].start_early(late)
+        return super().pick_up(request_ids)
+
+
+def test_a_job_arriving_during_a_pickup_joins_the_same_step(client):
+    engine = _StepRecorder()
+    host_ref = []
+    host = EngineHost(engine, _ArrivalDuringPickup(client, host_ref, make_job("late", max_tokens=2)),
+                      model="tiny", backend="scripted")
+    host_ref.append(host)
+    host.start()
+    try:
+        host.start_early(make_job("first", max_tokens=2))
+        wait_for(lambda: len(engine.added_before_step) == 2, what="both jobs in the engine")
+        assert engine.added_before_step == {"first": 0, "late": 0}
+    finally:
+        host.stop()
