@@ -24,11 +24,17 @@ import torch
 from engine.attention_metadata import AttentionMetadata
 
 
+# Below 512, steps of 32 to 128 tokens: a serving step is often a few decodes plus one short
+# prompt (32 decodes + a 128-token prompt = 160 tokens), and padding it to the next power of two
+# would cost up to half the step again now that its linear layers run near the compute rate.
+_SMALL_BUCKETS = (16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 512)
+
+
 def token_buckets(max_tokens: int) -> list[int]:
-    """Padded token counts: 16 .. 512 doubling, then every 256 up to max_tokens (included)."""
+    """Padded token counts: the small buckets up to 512, then every 256 up to max_tokens (included)."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-    sizes = [s for s in (16, 32, 64, 128, 256, 512) if s < max_tokens]
+    sizes = [s for s in _SMALL_BUCKETS if s < max_tokens]
     sizes += list(range(768, max_tokens, 256))
     return sizes + [max_tokens]
 
