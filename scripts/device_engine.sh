@@ -43,8 +43,8 @@ if [[ -n ${TESTS-tests/engine/kernels} ]]; then
     tail -3 "$OUT/kernels.log" >>"$summary"; grep -h "fp8 vs" "$OUT/kernels.log" >>"$summary"
 fi
 if [[ ${MICRO:-0} == 1 ]]; then  # the GEMV against cuBLAS per layer, with the autotuner's picks
-    TRITON_PRINT_AUTOTUNING=1 stage micro "${MICRO_S:-120}" "$PY" -m engine.bench_gpu_micro 1
-    grep -v "^Triton autotuning\|^  \|^$" "$OUT/micro.log" | tail -14 >>"$summary"
+    TRITON_PRINT_AUTOTUNING=1 stage micro "${MICRO_S:-120}" "$PY" -m engine.bench_gpu_micro "${MICRO_BATCHES:-1}"
+    grep "^ *[0-9]" "$OUT/micro.log" >>"$summary"
     grep "best config" "$OUT/micro.log" >>"$summary"
 fi
 stage suite "${SUITE_S:-170}" "$PY" -m engine.bench_gpu --model-config llama-3.1-8b --prompt-len 512 --new-tokens 128 \
