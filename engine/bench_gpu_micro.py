@@ -84,7 +84,7 @@ def gemv_vs_cublas(shapes: dict = LLAMA_8B_LINEARS, rotate_bytes: int = 1 << 30,
     timing cycles over enough distinct weight copies (>= 1 GiB) that no weight is served from L2."""
     import torch.nn.functional as F
 
-    from engine.kernels.triton_linear import triton_linear as linear
+    from engine.kernels.triton_linear import linear
 
     rows = []
     for name, (n, k, count) in shapes.items():

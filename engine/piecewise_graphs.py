@@ -24,10 +24,11 @@ import torch
 from engine.attention_metadata import AttentionMetadata
 
 
-# Below 512, steps of 32 to 128 tokens: a serving step is often a few decodes plus one short
-# prompt (32 decodes + a 128-token prompt = 160 tokens), and padding it to the next power of two
-# would cost up to half the step again now that its linear layers run near the compute rate.
-_SMALL_BUCKETS = (16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 512)
+# A serving step is often a few decodes plus one short prompt (32 decodes + a 128-token prompt =
+# 160 tokens). Padded to 256 its linear layers took 7.3 ms on an H100 (cuBLAS, Llama-3.1-8B's
+# layers, `python -m engine.bench_gpu_micro 160,256`) against 6.4 ms at 160: a few buckets between
+# the powers of two, each costing one more capture of every piece at startup.
+_SMALL_BUCKETS = (16, 32, 64, 96, 128, 160, 192, 256, 512)
 
 
 def token_buckets(max_tokens: int) -> list[int]:

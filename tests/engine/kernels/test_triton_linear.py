@@ -26,25 +26,10 @@ def test_gemv_matches_cublas(rows, n, k, bias):
     assert relative_error(out, F.linear(x.float(), weight.float(), None if b is None else b.float())) <= 1e-2
 
 
-@pytest.mark.parametrize("rows", [65, 100, 160, 256, 300])
-@pytest.mark.parametrize("n,k,bias", [(4096, 4096, False), (1000, 576, True)])
-def test_row_tiles_match_cublas(rows, n, k, bias):
-    # Past 64 rows the kernel tiles the rows (linear() uses it where it times faster than cuBLAS).
-    from engine.kernels.triton_linear import linear, triton_linear
-
-    x = torch.randn(rows, k, device="cuda").bfloat16()
-    weight = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
-    b = torch.randn(n, device="cuda").bfloat16() if bias else None
-    expected = F.linear(x.float(), weight.float(), None if b is None else b.float())
-    for fn in (triton_linear, linear):
-        poisoned = torch.full((rows, n), float("nan"), device="cuda", dtype=x.dtype)
-        assert relative_error(fn(x, weight, b, out=poisoned), expected) <= 1e-2, fn.__name__
-
-
 def test_big_batches_fall_back_to_cublas():
-    from engine.kernels.triton_linear import MEASURED_MAX_ROWS, linear
+    from engine.kernels.triton_linear import MAX_ROWS, linear
 
-    x = torch.randn(MEASURED_MAX_ROWS + 1, 256, device="cuda").bfloat16()
+    x = torch.randn(MAX_ROWS + 1, 256, device="cuda").bfloat16()
     weight = torch.randn(128, 256, device="cuda").bfloat16()
     torch.testing.assert_close(linear(x, weight), F.linear(x, weight))
 
@@ -62,8 +47,8 @@ def test_every_single_row_config_matches_cublas(n, k, bias):
     expected = F.linear(x.float(), weight.float(), None if b is None else b.float())
     for config in _ROW_CONFIGS:
         out = torch.full((1, n), float("nan"), device="cuda", dtype=x.dtype)
-        _gemv_kernel.fn[(1, triton.cdiv(n, config.kwargs["BLOCK_N"]))](
-            x, weight, b if b is not None else weight, out, 1, n, k, x.stride(0), weight.stride(0), out.stride(0), 1,
+        _gemv_kernel.fn[(triton.cdiv(n, config.kwargs["BLOCK_N"]),)](
+            x, weight, b if b is not None else weight, out, 1, n, k, x.stride(0), weight.stride(0), out.stride(0),
             HAS_BIAS=b is not None, BLOCK_M=16, ONE_ROW=True, num_warps=config.num_warps,
             num_stages=config.num_stages, **config.kwargs,
         )
