@@ -37,7 +37,10 @@ class _Buffers:
         self.positions = buffer(max_seqs, dtype=torch.int64)
         self.slot_mapping = buffer(max_seqs, dtype=torch.int64)
         self.seq_lens = buffer(max_seqs, dtype=torch.int32)
-        self.block_tables = buffer(max_seqs, max_blocks, dtype=torch.int32)
+        # Flat: a step's [count, width] tables are packed at its start, so the copy to the device
+        # reads contiguous pinned memory (a strided view of a pinned tensor would be staged through
+        # pageable memory, and such a copy may wait for the device).
+        self.block_tables = buffer(max_seqs * max_blocks, dtype=torch.int32)
         self.query_start_loc = buffer(max_seqs + 1, dtype=torch.int32)
         self.query_start_loc.copy_(torch.arange(max_seqs + 1, dtype=torch.int32))
 
@@ -71,14 +74,15 @@ class DecodeInputs:
             for chunk, position in zip(chunks, positions)
         ]
         width = max(position // size for position in positions) + 1
-        tables = buffers.block_tables.numpy()
+        block_tables = buffers.block_tables[: count * width].view(count, width)
+        tables = block_tables.numpy()
         for index, chunk in enumerate(chunks):
-            tables[index, :width] = self._row(chunk.seq.request_id, chunk.seq.block_table)[:width]
+            tables[index] = self._row(chunk.seq.request_id, chunk.seq.block_table)[:width]
         return {
             "input_ids": buffers.input_ids[:count],
             "positions": buffers.positions[:count],
             "slot_mapping": buffers.slot_mapping[:count],
-            "block_tables": buffers.block_tables[:count, :width],
+            "block_tables": block_tables,
             "seq_lens": buffers.seq_lens[:count],
             "query_start_loc": buffers.query_start_loc[: count + 1],
         }

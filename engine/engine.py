@@ -23,6 +23,9 @@ class Engine:
     `samples` is True, in chunk order; optionally `release(request_id)` to drop per-request state,
     `launch(batch)` returning a handle whose `result()` is execute's list (the step runs on the
     device meanwhile), and `asynchronous` (True when launch returns before the device is done).
+    When the engine runs ahead, a chunk's last token may be PENDING_TOKEN: the runner feeds that
+    position the id it sampled for the request in the launch just before (at most one launch is
+    unread when the next one starts).
     A stop token (eos or `stop_token_ids`) is returned in `new_token_ids` like any other token.
     Not thread-safe: one thread drives add_request/abort/step.
 
@@ -30,9 +33,11 @@ class Engine:
     step N's sampled ids back, so the device never waits for the host's bookkeeping, nor for the
     caller's work between steps. N+1 feeds each request the id N sampled straight from the device
     (a PENDING_TOKEN on the host until N is read). step() then returns N's tokens. The cost: a
-    request that stops on a sampled stop token has run one step too many (its last token is
-    dropped). Requests with penalties need their whole output on the host, so while one is live
-    the engine does not run ahead.
+    request that stops on a sampled stop token has run one step too many (the token that step
+    sampled after the stop is dropped). Requests with penalties need their whole output on the host, so while one is live
+    the engine does not run ahead. A request's KV blocks may return to the pool while a launched
+    step still writes them: the device runs steps in launch order (one stream), so a later step
+    that takes them over writes after it.
     """
 
     def __init__(self, config: EngineConfig, runner=None) -> None:
@@ -55,7 +60,7 @@ class Engine:
         )
         self._live: dict[str, Sequence] = {}
         self._reports: list[RequestOutput] = []  # aborts, reported by the next step
-        self._in_flight: _Launched | None = None  # the launched step whose ids are not read yet
+        self._in_flight: list[_Launched] = []  # launched steps whose ids are not read yet, oldest first
         self._launch = getattr(runner, "launch", None)
         mode = config.async_scheduling
         self._runs_ahead = mode == "on" or (mode == "auto" and bool(getattr(runner, "asynchronous", False)))
@@ -95,23 +100,25 @@ class Engine:
 
     def step(self) -> list[RequestOutput]:
         outputs, self._reports = self._reports, []
-        previous, self._in_flight = self._in_flight, None
-        if previous is not None and not (self._runs_ahead and not self._need_history):
-            outputs += self._read(previous)  # the next step's sampling needs every id on the host
-            previous = None
+        if self._in_flight and self._need_history:
+            outputs += self._read_oldest()  # the next step's sampling needs every id on the host
         batch = self.scheduler.schedule()
         outputs += [self._retired_output(seq) for seq in self.scheduler.take_failed()]
         launched = None
         if batch.chunks:
             launched, failed = self._start(batch)
             outputs += failed
-        if previous is not None:
-            outputs += self._read(previous)
-        if launched is not None:
-            if self._runs_ahead:
-                self._in_flight = launched
-            else:
-                outputs += self._read(launched)
+            if launched is not None:
+                self._in_flight.append(launched)
+        # Running ahead leaves the step just launched unread; every older one is read now.
+        while len(self._in_flight) > (1 if self._runs_ahead and launched is not None else 0):
+            outputs += self._read_oldest()
+        return outputs
+
+    def _read_oldest(self) -> list[RequestOutput]:
+        # Dropped from the list only once read: if anything raises first, the next step reads it.
+        outputs = self._read(self._in_flight[0])
+        self._in_flight.pop(0)
         return outputs
 
     def _start(self, batch: ScheduledBatch) -> tuple[_Launched | None, list[RequestOutput]]:

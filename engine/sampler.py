@@ -154,15 +154,15 @@ def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> None:
     counts = torch.zeros(rows, vocab, dtype=logits.dtype, device=device)  # output occurrences per token
     seen = torch.zeros(rows, vocab, dtype=torch.bool, device=device)  # in prompt or output
     for row, seq in enumerate(seqs):
-        output = torch.tensor(seq.output_token_ids, dtype=torch.int64, device=device)
+        output = to_device(seq.output_token_ids, torch.int64, device)
         counts[row].index_add_(0, output, torch.ones_like(output, dtype=logits.dtype))
-        seen[row, torch.tensor(seq.token_ids, dtype=torch.int64, device=device)] = True
-    repetition = torch.tensor([s.params.repetition_penalty for s in seqs], device=device)[:, None]
+        seen[row, to_device(seq.token_ids, torch.int64, device)] = True
+    repetition = to_device([s.params.repetition_penalty for s in seqs], torch.float32, device)[:, None]
     # HF semantics: a seen token's positive logit is divided by the penalty, a negative one multiplied.
     penalised = torch.where(logits > 0, logits / repetition, logits * repetition)
     logits.copy_(torch.where(seen, penalised, logits))
-    frequency = torch.tensor([s.params.frequency_penalty for s in seqs], device=device)[:, None]
-    presence = torch.tensor([s.params.presence_penalty for s in seqs], device=device)[:, None]
+    frequency = to_device([s.params.frequency_penalty for s in seqs], torch.float32, device)[:, None]
+    presence = to_device([s.params.presence_penalty for s in seqs], torch.float32, device)[:, None]
     logits.sub_(counts * frequency + (counts > 0).to(logits.dtype) * presence)
 
 

@@ -95,7 +95,7 @@ class Scheduler:
         self.running.sort(key=_order)
         # A request whose token still in flight is its last (by length) has nothing more to run.
         pending = [(seq, len(seq.token_ids) - seq.num_computed_tokens) for seq in self.running
-                   if not (seq.token_ids[-1] == PENDING_TOKEN and self._length_reached(seq, len(seq.token_ids)))]
+                   if not self._ends_in_flight(seq)]
         decodes = [entry for entry in pending if entry[1] == 1]
         prefills = [entry for entry in pending if entry[1] > 1]
         for seq, num_pending in decodes + prefills:  # decodes first: a long prompt never stalls running streams
@@ -121,7 +121,9 @@ class Scheduler:
         """Reserve blocks for num_tokens more tokens of a running seq, preempting newer requests
         that have no chunk yet this step. False if seq itself had to give way (or fail)."""
         while not self.kv.can_allocate(seq, num_tokens):
-            victim = max((s for s in self.running if id(s) not in scheduled), key=_order)
+            # Not one whose last token is in flight: it ends when that token is read, and its
+            # blocks return then; preempted now, its whole recompute would be thrown away.
+            victim = max((s for s in self.running if id(s) not in scheduled and not self._ends_in_flight(s)), key=_order)
             if victim is not seq:
                 self._preempt(victim)
             elif len(self.running) == 1:  # alone with the whole pool and still short
@@ -215,6 +217,10 @@ class Scheduler:
         if self._length_reached(seq, num_tokens):
             return RequestStatus.FINISHED_LENGTH
         return None
+
+    def _ends_in_flight(self, seq: Sequence) -> bool:
+        """Its token in flight is its last by length."""
+        return seq.token_ids[-1] == PENDING_TOKEN and self._length_reached(seq, len(seq.token_ids))
 
     def _length_reached(self, seq: Sequence, num_tokens: int) -> bool:
         return num_tokens - seq.num_prompt_tokens >= seq.params.max_tokens or num_tokens >= self.max_model_len

@@ -99,3 +99,23 @@ def test_preemption_drops_a_pending_token_and_the_recompute_samples_it_again():
         assert tokens_of(outputs[rid]) == reference_output(prompt, 6), rid
         assert finish_of(outputs[rid]) == "length"
     assert engine.stats().kv_blocks_used == 0
+
+
+def test_a_step_that_raises_keeps_the_launched_step_for_the_next_one():
+    engine = make_engine(async_scheduling="on")
+    engine.add_request("r", [1, 2, 3], params(max_tokens=6))
+    outputs = engine.step() + engine.step()  # a step is in flight now
+    schedule = engine.scheduler.schedule
+
+    def broken():
+        engine.scheduler.schedule = schedule
+        raise RuntimeError("transient")
+
+    engine.scheduler.schedule = broken
+    try:
+        engine.step()
+    except RuntimeError:
+        pass
+    outputs += [out for outs in run_until_done(engine).values() for out in outs]
+    assert tokens_of(outputs) == reference_output([1, 2, 3], 6)
+    assert all(-1 not in block.token_ids for block in engine.scheduler.kv.blocks)

@@ -22,6 +22,8 @@ def _expected(batch):
 
 
 def _assert_same(built, expected):
+    # Contiguous host tensors: their copies to the GPU go straight from pinned memory.
+    assert all(tensor.is_contiguous() for tensor in built.values())
     for name, want in expected.items():
         got = built[name]
         if name == "block_tables":  # the general builder pads with zeros past each table

@@ -48,7 +48,7 @@ def test_every_bucket_is_captured_with_one_graph_a_piece(tmp_path):
     assert kernels.use_triton()
     runner = _runner(tmp_path, max_num_batched_tokens=300, max_num_seqs=4)
     graphs: PiecewiseGraphs = runner.piecewise
-    assert graphs.buckets == [16, 32, 64, 128, 256, 300]
+    assert graphs.buckets == [16, 32, 64, 96, 128, 160, 192, 256, 300]
     assert all(len(pieces) == runner.spec.num_layers + 1 for pieces in graphs.graphs.values())
     assert not graphs.can_run(301)
 
