@@ -4,10 +4,11 @@ The stock channel pops one message per BRPOP, and issues the next BRPOP only aft
 that message and the consumer's loop turned: a herd of 32 jobs reached the engine one every ~0.7 ms,
 the last ~25 ms after the first, so many missed the engine step they would have made. Here the
 channel, once a BRPOP brought a job, pops as many more as its prefetch window has room for in one
-round trip (RPOP with a count, Redis 6.2+, in a short Lua script over the priority lists) and
-delivers them together. Nothing else changes: each
-job is still a message that Celery reserves, runs and acknowledges, and the prefetch window (which
-the intake gate narrows while the engine has requests waiting) still bounds what a worker holds.
+round trip (RPOP with a count, Redis 6.2+, in a short Lua script over the priority lists), shows
+each to the worker's on_message hook (which hands the job to the engine loop), then delivers them
+to Celery one by one. Each job is still a message that Celery reserves, runs and acknowledges, and
+the prefetch window (which the intake gate narrows while the engine has requests waiting) still
+bounds what a worker holds.
 """
 
 from __future__ import annotations
