@@ -16,7 +16,9 @@ class EngineProtocol(Protocol):
         The next step() reports it once with finish_reason "abort" if it was still live."""
 
     def step(self) -> list[RequestOutput]:
-        """Run one batched forward pass; return the new tokens of every request that got some."""
+        """Run one batched forward pass; return the new tokens of every request that got some.
+        An engine that runs ahead returns the tokens of the pass before (none after the first),
+        and stays has_unfinished() until its last pass is read."""
 
     def has_unfinished(self) -> bool: ...
 

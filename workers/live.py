@@ -34,7 +34,9 @@ class LiveRequest:
     in_engine: bool = False
     client_seen: bool = False  # the gateway's client key existed once: its lapse means the client left
     num_cached_tokens: int = 0
-    unsent_start: StreamEvent | None = None  # filled in with the first step's cache hits before it goes out
+    # Gets the first step's cache hits if they come before it goes out (an engine that runs ahead
+    # reports them a turn later: then the done event carries them, and the gateway keeps the larger).
+    unsent_start: StreamEvent | None = None
 
     @property
     def request_id(self) -> str:
