@@ -30,14 +30,14 @@ class Engine:
     Not thread-safe: one thread drives add_request/abort/step.
 
     Running ahead (config.async_scheduling): step() plans and launches step N+1 before it reads
-    step N's sampled ids back, so the device never waits for the host's bookkeeping, nor for the
-    caller's work between steps. N+1 feeds each request the id N sampled straight from the device
-    (a PENDING_TOKEN on the host until N is read). step() then returns N's tokens. The cost: a
-    request that stops on a sampled stop token has run one step too many (the token that step
-    sampled after the stop is dropped). Requests with penalties need their whole output on the host, so while one is live
-    the engine does not run ahead. A request's KV blocks may return to the pool while a launched
-    step still writes them: the device runs steps in launch order (one stream), so a later step
-    that takes them over writes after it.
+    step N's sampled ids back, so the device does not wait for the host's bookkeeping, nor for
+    the caller's work between steps. N+1 feeds each request the id N sampled straight from the
+    device (a PENDING_TOKEN on the host until N is read). step() then returns N's tokens. The
+    cost: a request that stops on a sampled stop token has run one step too many (the token that
+    step sampled after the stop is dropped). Requests with penalties need their whole output on
+    the host, so while one is live each step first reads the one before. A request's KV blocks may
+    return to the pool while a launched step still writes them: the device runs steps in launch
+    order (one stream), so a later step that takes them over writes after it.
     """
 
     def __init__(self, config: EngineConfig, runner=None) -> None:
