@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.sequence import ScheduledBatch
+from engine.transfers import to_device
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,24 +58,17 @@ def build_step_inputs(
     max_blocks = max(len(t) for t in tables)
     padded = [t + [0] * (max_blocks - len(t)) for t in tables]
     metadata = AttentionMetadata(
-        positions=_tensor(positions, torch.int64, device),
-        slot_mapping=_tensor(slots, torch.int64, device),
-        block_tables=_tensor(padded, torch.int32, device),
-        seq_lens=_tensor(seq_lens, torch.int32, device),
-        query_start_loc=_tensor(query_start_loc, torch.int32, device),
+        positions=to_device(positions, torch.int64, device),
+        slot_mapping=to_device(slots, torch.int64, device),
+        block_tables=to_device(padded, torch.int32, device),
+        seq_lens=to_device(seq_lens, torch.int32, device),
+        query_start_loc=to_device(query_start_loc, torch.int32, device),
         max_query_len=max(c.num_tokens for c in batch.chunks),
         max_seq_len=max(seq_lens),
-        sample_indices=_tensor(sample_indices, torch.int64, device),
+        sample_indices=to_device(sample_indices, torch.int64, device),
         lone_kv_slots=_lone_kv_slots(batch, tables, seq_lens, block_size, device),
     )
-    return _tensor(input_ids, torch.int64, device), metadata
-
-
-def _tensor(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    if device.type == "cpu":
-        return torch.tensor(values, dtype=dtype)
-    # Through pinned memory, so the copy never waits for the steps still queued on the device.
-    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
+    return to_device(input_ids, torch.int64, device), metadata
 
 
 def _lone_kv_slots(

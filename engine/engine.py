@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from engine.config import EngineConfig
 from engine.scheduler import Scheduler
-from engine.sequence import SampledToken, ScheduledBatch, Sequence
+from engine.sequence import ReadyTokens, ScheduledBatch, Sequence
 from engine.types import EngineStats, RequestOutput, RequestStatus, SamplingParams
 from engine.validation import validate_request
 
@@ -78,7 +78,7 @@ class Engine:
         seq = Sequence(request_id, prompt, params, arrival=self._arrivals)
         self._arrivals += 1
         self._live[request_id] = seq
-        if _reads_history(params):
+        if params.has_penalties:  # computed from the request's tokens on the host, pending ones included
             self._need_history.add(request_id)
         self.scheduler.add(seq)
 
@@ -125,7 +125,7 @@ class Engine:
         self._steps += 1
         samples = [chunk.samples for chunk in batch.chunks]  # before advance() appends pending ids
         try:
-            handle = self._launch(batch) if self._launch is not None else _Ready(self.runner.execute(batch))
+            handle = self._launch(batch) if self._launch is not None else ReadyTokens(self.runner.execute(batch))
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the engine
             log.exception("model step failed; failing its %d requests", len(batch.chunks))
             return None, self._fail_batch(batch, f"model step failed: {type(exc).__name__}: {exc}")
@@ -216,23 +216,6 @@ class _Launched:
     batch: ScheduledBatch
     samples: list[bool]  # which chunks sample, as it was at the launch
     handle: object  # result() -> list[SampledToken]
-
-
-class _Ready:
-    """The handle of a step that ran to its end in execute()."""
-
-    __slots__ = ("tokens",)
-
-    def __init__(self, tokens: list[SampledToken]) -> None:
-        self.tokens = tokens
-
-    def result(self) -> list[SampledToken]:
-        return self.tokens
-
-
-def _reads_history(params: SamplingParams) -> bool:
-    """Penalties are computed from the request's tokens on the host, pending ones included."""
-    return params.repetition_penalty != 1.0 or params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
 
 
 def _prompt_part(seq: Sequence, start: int, num_tokens: int) -> int:

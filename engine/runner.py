@@ -14,8 +14,9 @@ from engine.decode_inputs import DecodeInputs
 from engine.loader import load_model
 from engine.models.spec import ModelSpec
 from engine.piecewise_graphs import PiecewiseGraphs
-from engine.sampler import Sampled, Sampler, to_device
-from engine.sequence import PENDING_TOKEN, SampledToken, ScheduledBatch
+from engine.sampler import Sampled, Sampler
+from engine.sequence import PENDING_TOKEN, ReadyTokens, SampledToken, ScheduledBatch
+from engine.transfers import to_device
 from llmq.paths import resolve_model
 
 CPU_DEFAULT_KV_TOKENS = 65536
@@ -85,11 +86,11 @@ class ModelRunner:
         return self.launch(batch).result()
 
     @torch.inference_mode()
-    def launch(self, batch: ScheduledBatch) -> Sampled | _NoSamples:
+    def launch(self, batch: ScheduledBatch) -> Sampled | ReadyTokens:
         """Queue the step; result() of the returned handle gives execute's list. A chunk whose last
         token is a PENDING_TOKEN is fed the id that the previous launch sampled for its request."""
         if not batch.chunks:
-            return _NoSamples()
+            return ReadyTokens([])
         pending = self._pending_positions(batch)
         if self.graphs is not None and self.graphs.can_run(len(batch.chunks)) and _samples_one_token_each(batch):
             inputs = self.decode_inputs.build(batch)
@@ -107,7 +108,7 @@ class ModelRunner:
             else:
                 hidden = self.model(input_ids, meta)  # [T, H]
             if not sampling:
-                return _NoSamples()
+                return ReadyTokens([])
             logits = self.model.compute_logits(hidden.index_select(0, meta.sample_indices))  # [S, V]
         sampled = self.sampler.launch(logits, sampling)
         self._last_rows = {seq.request_id: row for row, seq in enumerate(sampling)}
@@ -226,13 +227,6 @@ class ModelRunner:
         free, total = torch.cuda.mem_get_info(self.device)
         held_by_others = total - free - torch.cuda.memory_reserved(self.device)
         return max(0, int(total * self.config.gpu_memory_utilization) - held_by_others - peak)
-
-
-class _NoSamples:
-    """The handle of a step that samples nothing (every chunk a partial prefill)."""
-
-    def result(self) -> list[SampledToken]:
-        return []
 
 
 def _samples_one_token_each(batch: ScheduledBatch) -> bool:

@@ -22,6 +22,7 @@ import hashlib
 import torch
 
 from engine.sequence import SampledToken, Sequence
+from engine.transfers import HostCopy, to_device
 from engine.types import SamplingParams, TokenLogprob
 
 _MASK64 = (1 << 64) - 1
@@ -40,7 +41,7 @@ class Sampler:
         """Queue the sampling of logits [S, V] (modified in place) on the device without waiting
         for it: the ids stay on the device for the next step, a copy of them comes to the host."""
         params = [seq.params for seq in seqs]
-        if any(_has_penalties(p) for p in params):
+        if any(p.has_penalties for p in params):
             apply_penalties(logits, seqs)
         greedy = [p.temperature == 0.0 for p in params]
         want_logprobs = any(p.logprobs is not None for p in params)
@@ -89,13 +90,13 @@ class Sampled:
     def __init__(self, token_ids: torch.Tensor, logprobs: torch.Tensor | None, params: list[SamplingParams]) -> None:
         self.token_ids = token_ids
         self._params = params
-        self._k = max((p.logprobs or 0) for p in params)
         parts = [token_ids]
         if logprobs is not None:
+            k = max((p.logprobs or 0) for p in params)
             chosen = logprobs.gather(1, token_ids[:, None]).squeeze(1)  # [S]
-            top_values, top_ids = logprobs.topk(self._k, dim=-1) if self._k else (logprobs[:, :0], logprobs[:, :0].long())
+            top_values, top_ids = logprobs.topk(k, dim=-1) if k else (logprobs[:, :0], logprobs[:, :0].long())
             parts += [chosen, top_values, top_ids]
-        self._host = _HostCopy(parts)
+        self._host = HostCopy(parts)
 
     def result(self) -> list[SampledToken]:
         parts = self._host.wait()
@@ -111,35 +112,6 @@ class Sampled:
             top = list(zip(top_ids[row][: p.logprobs], top_values[row][: p.logprobs]))
             out.append(SampledToken(token_id, TokenLogprob(token_id, chosen[row], top)))
         return out
-
-
-class _HostCopy:
-    """Device tensors copied to pinned host memory behind the work queued so far; wait() blocks
-    until that copy is done (an event, not a device-wide sync) and returns them as lists."""
-
-    def __init__(self, tensors: list[torch.Tensor]) -> None:
-        self._event = None
-        if tensors[0].device.type != "cuda":
-            self._tensors = tensors
-            return
-        self._tensors = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
-        for host, device in zip(self._tensors, tensors):
-            host.copy_(device, non_blocking=True)
-        self._event = torch.cuda.Event()
-        self._event.record()
-
-    def wait(self) -> list[list]:
-        if self._event is not None:
-            self._event.synchronize()
-        return [t.tolist() for t in self._tensors]
-
-
-def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A host list as a tensor on device, without waiting for the device: through pinned memory,
-    which PyTorch's host allocator reuses only once the copy out of it has run."""
-    if device.type != "cuda":
-        return torch.tensor(values, dtype=dtype, device=device)
-    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
 
 
 def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
@@ -203,6 +175,3 @@ def _splitmix64(x: int) -> int:
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
     return x ^ (x >> 31)
 
-
-def _has_penalties(p: SamplingParams) -> bool:
-    return p.repetition_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0

@@ -220,7 +220,7 @@ class Scheduler:
 
     def _ends_in_flight(self, seq: Sequence) -> bool:
         """Its token in flight is its last by length."""
-        return seq.token_ids[-1] == PENDING_TOKEN and self._length_reached(seq, len(seq.token_ids))
+        return seq.has_pending_token and self._length_reached(seq, len(seq.token_ids))
 
     def _length_reached(self, seq: Sequence, num_tokens: int) -> bool:
         return num_tokens - seq.num_prompt_tokens >= seq.params.max_tokens or num_tokens >= self.max_model_len

@@ -89,3 +89,15 @@ class ScheduledBatch:
 class SampledToken:
     token_id: int
     logprob: "object | None" = None  # engine.types.TokenLogprob when the request asked for logprobs
+
+
+class ReadyTokens:
+    """The handle of a step whose tokens are known already: one that ran to its end, or sampled nothing."""
+
+    __slots__ = ("tokens",)
+
+    def __init__(self, tokens: list[SampledToken]) -> None:
+        self.tokens = tokens
+
+    def result(self) -> list[SampledToken]:
+        return self.tokens

@@ -25,6 +25,11 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def has_penalties(self) -> bool:
+        """Repetition, presence or frequency penalty: sampling reads the request's tokens so far."""
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
 
 class RequestStatus(enum.IntEnum):
     """Ordered: everything above RUNNING is finished."""
