@@ -62,6 +62,16 @@ def rms_norm(
 
 
 @triton.jit
+def _rotate_neox(src, mask, cos, sin, HALF: tl.constexpr):
+    # src [heads, D/2]: pointers to the first half of each head's row; cos, sin [1, D/2] float32.
+    # Neox pairs element i with i + D/2; returns both rotated halves, float32, for the caller to
+    # store (the fused kernel rounds and writes k into the cache instead).
+    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
+    return x1 * cos - x2 * sin, x2 * cos + x1 * sin
+
+
+@triton.jit
 def _rotary_kernel(
     q_ptr, k_ptr, q_out_ptr, k_out_ptr, positions_ptr, cos_sin_ptr,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_qot, stride_qoh, stride_kot, stride_koh, stride_cs,
@@ -80,19 +90,17 @@ def _rotary_kernel(
     mask = (heads < NUM_Q_HEADS)[:, None] & freq_mask[None, :]
     src = q_ptr + token * stride_qt + heads[:, None] * stride_qh + freqs[None, :]
     dst = q_out_ptr + token * stride_qot + heads[:, None] * stride_qoh + freqs[None, :]
-    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
-    tl.store(dst, (x1 * cos - x2 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
-    tl.store(dst + HALF, (x2 * cos + x1 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
+    q1, q2 = _rotate_neox(src, mask, cos, sin, HALF)
+    tl.store(dst, q1.to(q_out_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, q2.to(q_out_ptr.dtype.element_ty), mask=mask)
 
     heads = tl.arange(0, BLOCK_HKV)
     mask = (heads < NUM_KV_HEADS)[:, None] & freq_mask[None, :]
     src = k_ptr + token * stride_kt + heads[:, None] * stride_kh + freqs[None, :]
     dst = k_out_ptr + token * stride_kot + heads[:, None] * stride_koh + freqs[None, :]
-    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
-    tl.store(dst, (x1 * cos - x2 * sin).to(k_out_ptr.dtype.element_ty), mask=mask)
-    tl.store(dst + HALF, (x2 * cos + x1 * sin).to(k_out_ptr.dtype.element_ty), mask=mask)
+    k1, k2 = _rotate_neox(src, mask, cos, sin, HALF)
+    tl.store(dst, k1.to(k_out_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, k2.to(k_out_ptr.dtype.element_ty), mask=mask)
 
 
 def rotary(

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from engine.kernels.triton_cache import _fp8_max
+from engine.kernels.triton_elementwise import _rotate_neox
 
 
 @triton.jit
@@ -37,10 +38,9 @@ def _rotary_write_kv_kernel(
     mask = (heads < NUM_Q_HEADS)[:, None] & freq_mask[None, :]
     src = q_ptr + token * stride_qt + heads[:, None] * stride_qh + freqs[None, :]
     dst = q_out_ptr + token * stride_qot + heads[:, None] * stride_qoh + freqs[None, :]
-    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
-    tl.store(dst, (x1 * cos - x2 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
-    tl.store(dst + HALF, (x2 * cos + x1 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
+    q1, q2 = _rotate_neox(src, mask, cos, sin, HALF)
+    tl.store(dst, q1.to(q_out_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, q2.to(q_out_ptr.dtype.element_ty), mask=mask)
 
     slot = tl.load(slot_mapping_ptr + token)
     if slot < 0:
@@ -50,10 +50,7 @@ def _rotary_write_kv_kernel(
     heads = tl.arange(0, BLOCK_HKV)
     mask = (heads < NUM_KV_HEADS)[:, None] & freq_mask[None, :]
     src = k_ptr + token * stride_kt + heads[:, None] * stride_kh + freqs[None, :]
-    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
-    k1 = x1 * cos - x2 * sin
-    k2 = x2 * cos + x1 * sin
+    k1, k2 = _rotate_neox(src, mask, cos, sin, HALF)
     src = v_ptr + token * stride_vt + heads[:, None] * stride_vh + freqs[None, :]
     v1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
     v2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
