@@ -25,13 +25,7 @@ stage() {  # name, timeout seconds, command...: run, log to $OUT/name.log, keep 
     printf '\n== %s: exit %s after %s s\n' "$name" "$rc" $((SECONDS - t)) >>"$summary"
 }
 
-missing=()
-for wheel in .whl/*.whl; do
-    name=$(basename "$wheel" | cut -d- -f1)
-    "$PY" -c 'import importlib.metadata as m, sys; m.version(sys.argv[1])' "$name" 2>/dev/null || missing+=("$wheel")
-done
-((${#missing[@]})) && "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${missing[@]}" >"$OUT/pip.log" 2>&1
-export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+. scripts/device_wheels.sh >"$OUT/pip.log" 2>&1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$PY" -c "import torch, triton, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, 'transformers', transformers.__version__)"
 } >>"$summary" 2>&1

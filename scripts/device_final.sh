@@ -59,21 +59,12 @@ say "llmq final run: budget $BUDGET s, dry=$DRY, out $OUT"
 
 # 0. The wheels the host lacks (its torch stack stays as it is).
 t=$SECONDS
-mkdir -p "$SITE"
-missing=()
-for wheel in .whl/*.whl; do
-    name=$(basename "$wheel" | cut -d- -f1)
-    "$PY" -c 'import importlib.metadata as m, sys; m.version(sys.argv[1])' "$name" 2>/dev/null || missing+=("$wheel")
-done
-say "installing ${#missing[@]} wheels into $SITE"
-rc=0
-if ((${#missing[@]})); then
-    timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-        "${missing[@]}" 2>&1 | tail -5 | tee -a "$OUT/final.txt"
-    rc=${PIPESTATUS[0]}
-fi
+wheels_log=$(mktemp)
+. scripts/device_wheels.sh >"$wheels_log" 2>&1  # sourced, not piped: its exports must reach this shell
+tee -a "$OUT/final.txt" <"$wheels_log"
+say "installed $MISSING_WHEELS wheels into $SITE"
+rc=$WHEELS_RC
 stage_done install $rc $((SECONDS - t))
-export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 
 # a. The GPU suite: engine vs transformers eager vs torch.compile at batch 1, TTFT, saturated
 #    throughput, split-K at 32k. Each part's numbers reach bench.log as it ends.

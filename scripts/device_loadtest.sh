@@ -32,19 +32,8 @@ READY_TIMEOUT=${READY_TIMEOUT:-300}
 LOADTEST_ARGS=${LOADTEST_ARGS:-}  # more `llmq loadtest compare` options, e.g. "--shape sweep --stage-duration 10"
 mkdir -p "$OUT" "$SITE"
 
-# Only the wheels whose distribution the host does not have: its torch stack stays as it is.
-missing=()
-for wheel in .whl/*.whl; do
-    name=$(basename "$wheel" | cut -d- -f1)
-    if ! "$PY" -c 'import importlib.metadata as m, sys; m.version(sys.argv[1])' "$name" 2>/dev/null; then
-        missing+=("$wheel")
-    fi
-done
-echo "installing ${#missing[@]} wheels the host lacks into $SITE" >&2
-if ((${#missing[@]})); then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${missing[@]}"
-fi
-export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+. scripts/device_wheels.sh >&2
+echo "installed $MISSING_WHEELS wheels the host lacks into $SITE" >&2
 export PYTHONUNBUFFERED=1
 # `llmq` as a command, for anything that starts a subcommand by name.
 mkdir -p "$SITE/bin"
