@@ -22,7 +22,7 @@ import torch
 
 
 def saturated_run(folder: Path, kv_cache_dtype: str, concurrency: int, prompt_len: int, output_len: int,
-                  max_num_batched_tokens: int, deadline_s: float | None) -> dict:
+                  max_num_batched_tokens: int, deadline_s: float | None, gpu_memory_utilization: float) -> dict:
     from engine.bench_gpu_engine import _drive, _prompt
     from engine.config import EngineConfig
     from engine.engine import Engine
@@ -30,7 +30,7 @@ def saturated_run(folder: Path, kv_cache_dtype: str, concurrency: int, prompt_le
     config = EngineConfig(
         model=str(folder), dummy_weights=True, dtype="bfloat16", kv_cache_dtype=kv_cache_dtype,
         max_model_len=prompt_len + output_len + 16, max_num_seqs=concurrency,
-        max_num_batched_tokens=max_num_batched_tokens,
+        max_num_batched_tokens=max_num_batched_tokens, gpu_memory_utilization=gpu_memory_utilization,
     )
     started = time.perf_counter()
     engine = Engine(config)
@@ -46,7 +46,7 @@ def saturated_run(folder: Path, kv_cache_dtype: str, concurrency: int, prompt_le
     after = engine.stats()
     result = {
         "kv_cache_dtype": kv_cache_dtype, "setup_s": setup_s, "kv_pool_tokens": pool_tokens,
-        "kv_pool_gb": stats.kv_cache_bytes / 1e9, "concurrency": concurrency, "prompt_len": prompt_len,
+        "kv_pool_gb": stats.kv_cache_bytes / 1e9, "gpu_memory_utilization": gpu_memory_utilization, "concurrency": concurrency, "prompt_len": prompt_len,
         "output_len": output_len, "generated": run["generated"], "elapsed_s": elapsed,
         "throughput_tok_s": run["generated"] / elapsed, "median_ttft_s": ttfts[len(ttfts) // 2],
         "preemptions": after.preemptions - stats.preemptions, "steps": run["steps"],
@@ -64,17 +64,19 @@ def saturated_run(folder: Path, kv_cache_dtype: str, concurrency: int, prompt_le
 @click.option("--prompt-len", default=1000, show_default=True)
 @click.option("--output-len", default=1000, show_default=True)
 @click.option("--max-num-batched-tokens", default=2048, show_default=True)
+@click.option("--gpu-memory-utilization", default=0.90, show_default=True,
+              help="Share of the GPU's memory for weights, activations and the KV pool.")
 @click.option("--deadline", type=float, default=None, help="Seconds after which a run stops (its rate so far).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the results as JSON here.")
 @click.option("--one", is_flag=True, hidden=True, help="Run the single dtype given and print its JSON (a child).")
-def main(model_config, kv_cache_dtypes, concurrency, prompt_len, output_len, max_num_batched_tokens, deadline, out,
-         one):
+def main(model_config, kv_cache_dtypes, concurrency, prompt_len, output_len, max_num_batched_tokens,
+         gpu_memory_utilization, deadline, out, one):
     from engine.models.dummy import write_dummy_model
 
     folder = write_dummy_model(model_config, Path(tempfile.mkdtemp()) / model_config)
     if one:
         result = saturated_run(folder, kv_cache_dtypes, concurrency, prompt_len, output_len,
-                               max_num_batched_tokens, deadline)
+                               max_num_batched_tokens, deadline, gpu_memory_utilization)
         print(f"RESULT {json.dumps(result)}", flush=True)
         return
     results = []
@@ -82,7 +84,8 @@ def main(model_config, kv_cache_dtypes, concurrency, prompt_len, output_len, max
         print(f"# saturated run, kv_cache_dtype={kv_dtype} ...", flush=True)
         args = [sys.executable, "-m", "engine.bench_gpu_saturated", "--one", "--model-config", model_config,
                 "--kv-cache-dtypes", kv_dtype, "--concurrency", str(concurrency), "--prompt-len", str(prompt_len),
-                "--output-len", str(output_len), "--max-num-batched-tokens", str(max_num_batched_tokens)]
+                "--output-len", str(output_len), "--max-num-batched-tokens", str(max_num_batched_tokens),
+                "--gpu-memory-utilization", str(gpu_memory_utilization)]
         if deadline is not None:
             args += ["--deadline", str(deadline)]
         child = subprocess.run(args, stdout=subprocess.PIPE, text=True)
@@ -94,7 +97,7 @@ def main(model_config, kv_cache_dtypes, concurrency, prompt_len, output_len, max
         print(f"# {json.dumps(results[-1])}", flush=True)
     device = torch.cuda.get_device_name()
     print(f"\nsaturated on {device}: {concurrency} x {prompt_len} in / {output_len} out, "
-          f"max_num_batched_tokens {max_num_batched_tokens}")
+          f"max_num_batched_tokens {max_num_batched_tokens}, gpu_memory_utilization {gpu_memory_utilization}")
     print(f"  {'KV dtype':9} {'pool tokens':>11} {'tok/s':>8} {'elapsed s':>9} {'median TTFT s':>13} {'preempt':>7}")
     for r in results:
         cut = f"  (stopped at {r['stopped_at_s']:.0f} s)" if r["stopped_at_s"] else ""

@@ -10,6 +10,7 @@ Reference: engine/kernels/reference.py (_decode_attention).
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -17,8 +18,22 @@ import triton.language as tl
 
 from engine.kernels.split_k import MAX_SPLITS, MIN_SPLIT_TOKENS, choose_num_splits
 
-TILE_N = 64  # context positions per loop iteration
 LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How the split kernel is launched. head_major puts the KV heads of one sequence next to each
+    other in launch order, so the programs that read the same cache rows (a row holds every KV
+    head of a token) run at the same time."""
+
+    tile: int = 64  # context positions per loop iteration
+    num_warps: int = 4
+    num_stages: int = 3
+    head_major: bool = False
+
+
+DEFAULT_TILING = Tiling()
 
 
 @triton.jit
@@ -34,10 +49,16 @@ def _decode_split_kernel(
     num_splits,
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, DIRECT: tl.constexpr, MIN_SPLIT: tl.constexpr,
+    HEAD_MAJOR: tl.constexpr,
 ):
-    seq = tl.program_id(0)
-    kv_head = tl.program_id(1)
+    if HEAD_MAJOR:
+        kv_head = tl.program_id(0)
+        seq = tl.program_id(1)
+    else:
+        seq = tl.program_id(0)
+        kv_head = tl.program_id(1)
     split = tl.program_id(2)
+    num_kv_heads = tl.num_programs(0) if HEAD_MAJOR else tl.num_programs(1)
     seq_len = tl.load(seq_lens_ptr + seq)
     # Same arithmetic as split_k.active_splits / split_length: short sequences use fewer splits.
     num_active = tl.maximum(tl.minimum(num_splits, tl.cdiv(seq_len, MIN_SPLIT)), 1)
@@ -94,7 +115,7 @@ def _decode_split_kernel(
         )
     else:
         # part_out [B, Hq, num_splits, D] float32, part_lse [B, Hq, num_splits] float32 (log2 domain).
-        part_row = (seq * (GROUP * tl.num_programs(1)) + heads) * num_splits + split
+        part_row = (seq * (GROUP * num_kv_heads) + heads) * num_splits + split
         tl.store(part_out_ptr + part_row[:, None] * HEAD_DIM + dims[None, :], out, mask=store_mask)
         lse = tl.where(has_any, m_i + tl.log2(tl.where(has_any, l_i, 1.0)), float("-inf"))
         tl.store(part_lse_ptr + part_row, lse, mask=row_mask)
@@ -146,6 +167,7 @@ def decode_attention(
     scale: float,
     num_splits: int | None = None,  # None: choose from the batch, heads and context bound
     out: torch.Tensor | None = None,  # [B, Hq, D] to write into (tests pass a poisoned one)
+    tiling: Tiling = DEFAULT_TILING,
 ) -> torch.Tensor:
     num_seqs, num_heads, head_dim = q.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
@@ -163,7 +185,8 @@ def decode_attention(
     else:
         part_out = part_lse = out  # unused by the kernel
     block_d = triton.next_power_of_2(head_dim)
-    _decode_split_kernel[(num_seqs, num_kv_heads, num_splits)](
+    grid = (num_kv_heads, num_seqs, num_splits) if tiling.head_major else (num_seqs, num_kv_heads, num_splits)
+    _decode_split_kernel[grid](
         q, k_cache, v_cache, block_tables, seq_lens,
         out, part_out, part_lse,
         scale * LOG2E,
@@ -174,8 +197,8 @@ def decode_attention(
         out.stride(0), out.stride(1),
         num_splits,
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK_D=block_d,
-        BLOCK_SIZE=block_size, TILE=TILE_N, DIRECT=num_splits == 1, MIN_SPLIT=MIN_SPLIT_TOKENS,
-        num_warps=4, num_stages=3,
+        BLOCK_SIZE=block_size, TILE=tiling.tile, DIRECT=num_splits == 1, MIN_SPLIT=MIN_SPLIT_TOKENS,
+        HEAD_MAJOR=tiling.head_major, num_warps=tiling.num_warps, num_stages=tiling.num_stages,
     )
     if num_splits > 1:
         _decode_reduce_kernel[(num_seqs, num_heads)](
