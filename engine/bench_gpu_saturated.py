@@ -51,6 +51,8 @@ def saturated_run(folder: Path, kv_cache_dtype: str, concurrency: int, prompt_le
         "throughput_tok_s": run["generated"] / elapsed, "median_ttft_s": ttfts[len(ttfts) // 2],
         "preemptions": after.preemptions - stats.preemptions, "steps": run["steps"],
         "stopped_at_s": deadline_s if run["stopped"] else None,
+        "allocated_gib": {stage: round(n / 2**30, 2) for stage, n in engine.runner.memory.items()},
+        "total_gib": round(torch.cuda.mem_get_info()[1] / 2**30, 2),
     }
     del engine
     torch.cuda.empty_cache()

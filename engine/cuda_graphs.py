@@ -90,9 +90,11 @@ class GraphRunner:
     @torch.inference_mode()
     def capture(self, warmup_steps: int = 2) -> None:
         """Capture every size, largest first so the smaller graphs reuse its memory pool."""
+        # One warm-up stream for every size: each stream gets its own cuBLAS workspace and its own
+        # cache of freed blocks, which a stream per size would multiply.
+        stream = torch.cuda.Stream(self.device)
         for size in reversed(self.batch_sizes):
             views = self._views(size)
-            stream = torch.cuda.Stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):  # compile and autotune outside the capture
                 for _ in range(warmup_steps):

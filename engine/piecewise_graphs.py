@@ -87,11 +87,13 @@ class PiecewiseGraphs:
     @torch.inference_mode()
     def capture(self, warmup_steps: int = 1) -> None:
         """Every bucket, largest first so the smaller ones reuse its memory pool."""
+        # One warm-up stream for every piece: each stream gets its own cuBLAS workspace and its own
+        # cache of freed blocks, which a stream per piece would multiply (33 pieces x every bucket).
+        stream = torch.cuda.Stream(self.device)
         for size in reversed(self.buckets):
             meta = self._capture_meta(size)
             pieces = []
             for index in range(len(self.layers) + 1):
-                stream = torch.cuda.Stream(self.device)
                 stream.wait_stream(torch.cuda.current_stream(self.device))
                 with torch.cuda.stream(stream):  # Triton compiles, cuBLAS picks, outside the capture
                     for _ in range(warmup_steps):

@@ -56,6 +56,10 @@ class ModelRunner:
             # The weights' layout for the memory-bound CPU decode (engine/layers/cpu_layout.py).
             place_for_cpu_decode(self.model)
         self.spec = spec
+        # Stage -> bytes the CUDA allocator holds after it (a startup report: what the KV pool
+        # sizing accounts for, and what the graphs take after it).
+        self.memory: dict[str, int] = {}
+        self._note_memory("weights")
         self.block_size = config.block_size
         self.max_model_len = config.max_model_len or spec.max_position_embeddings
         if spec.sliding_window and not config.max_model_len:
@@ -65,16 +69,23 @@ class ModelRunner:
         self.eos_token_ids = spec.eos_token_ids
         self.num_kv_blocks = self._plan_kv_blocks(spec)
         self._allocate_kv_pool(spec)
+        self._note_memory("kv_pool")
         self.sampler = Sampler(self.device, config.seed)
         self._last_ids: torch.Tensor | None = None  # [S] the last launch's sampled ids, on the device
         self._last_rows: dict[str, int] = {}  # request id -> its row in _last_ids
         # Decode steps replay CUDA graphs; they need the Triton kernels (padded rows write slot -1).
         self.graphs = self._capture_decode_graphs() if triton and config.cuda_graphs else None
+        self._note_memory("decode_graphs")
         self.decode_inputs = (
             DecodeInputs(config.max_num_seqs, self._max_blocks_per_seq(), self.block_size) if self.graphs else None
         )
         # Steps with prefill chunks replay graphs of everything between the attention calls.
         self.piecewise = self._capture_piecewise_graphs() if triton and config.cuda_graphs else None
+        self._note_memory("piecewise_graphs")
+
+    def _note_memory(self, stage: str) -> None:
+        if self.device.type == "cuda":
+            self.memory[stage] = torch.cuda.memory_allocated(self.device)
 
     @property
     def asynchronous(self) -> bool:

@@ -30,7 +30,7 @@ class Tiling:
     tile: int = 64  # context positions per loop iteration
     num_warps: int = 4
     num_stages: int = 3
-    head_major: bool = False
+    head_major: bool = True  # H100, 256 x 1,000-2,000 tokens: 3.00 TB/s against 2.94 seq-major
 
 
 DEFAULT_TILING = Tiling()
