@@ -60,8 +60,8 @@ def decode_inputs(max_blocks_per_seq: int) -> tuple[GraphInput, ...]:
 
 class GraphRunner:
     """Replays forward(**inputs) from CUDA graphs. forward must only read its inputs and return
-    tensors with the batch as first dimension; run() returns views of the graph's own outputs,
-    valid until the next run()."""
+    tensors with the batch as first dimension (new ones, or views of a buffer it owns that every
+    size shares); run() returns views of the graph's outputs, valid until the next run()."""
 
     def __init__(
         self,

@@ -37,6 +37,8 @@ class LMHead(nn.Module):
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
         _copy_checked(param.data, loaded)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        # [S, H] -> [S, V] in float32: sampling and logprobs need the precision.
-        return kernels.linear(hidden, self.weight, None).float()
+    def forward(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        # [S, H] -> [S, V] in float32: sampling and logprobs need the precision. out: [S, V] float32
+        # to widen into (the decode graphs share one, rather than each keeping its own).
+        logits = kernels.linear(hidden, self.weight, None)
+        return logits.float() if out is None else out.copy_(logits)

@@ -96,8 +96,8 @@ class LlamaForCausalLM(nn.Module):
         """Final hidden states [T, H] of every token of the step."""
         return self.model(input_ids, meta)
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)  # [S, H] -> [S, V] float32
+    def compute_logits(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return self.lm_head(hidden, out)  # [S, H] -> [S, V] float32
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.model.layers]
