@@ -6,6 +6,7 @@
 #
 #   OUT=out/engine bash scripts/device_engine.sh      # needs .whl/ (scripts/prepare_device_wheels.sh)
 #
+# SATURATED_TOKENS and SATURATED_UTIL set the saturated run's step size and memory share.
 # Each stage has its own timeout; its log lands in $OUT; summary.txt gets every table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,8 @@ stage suite "${SUITE_S:-170}" "$PY" -m engine.bench_gpu --model-config llama-3.1
     --long-prompt 1000 --concurrency 0 --no-gemv --no-paged --contexts 32768
 sed -n '/^bench on\|^batch-1\|decoder/,$p' "$OUT/suite.log" | grep -v '^{' | head -40 >>"$summary"
 stage saturated "${SATURATED_S:-240}" "$PY" -m engine.bench_gpu_saturated --kv-cache-dtypes "${KV_DTYPES:-fp8,auto}" \
-    --deadline 75 --max-num-batched-tokens "${SATURATED_TOKENS:-2048}" --out "$OUT/saturated.json"
+    --deadline 75 --max-num-batched-tokens "${SATURATED_TOKENS:-2048}" \
+    --gpu-memory-utilization "${SATURATED_UTIL:-0.90}" --out "$OUT/saturated.json"
 sed -n '/^saturated on/,$p' "$OUT/saturated.log" >>"$summary"
 [[ ${CONTEXT:-1} == 1 ]] && stage context "${CONTEXT_S:-120}" "$PY" -m engine.bench_gpu_context --contexts 1024,32768 --out "$OUT/context.json"
 [[ ${CONTEXT:-1} == 1 ]] && sed -n '/^batch-1 decode by context/,$p' "$OUT/context.log" >>"$summary"
