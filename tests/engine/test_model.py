@@ -195,3 +195,14 @@ def test_random_weights_never_pick_a_textless_token(model_dir, tmp_path):
     model, _ = load_model(folder, torch.device("cpu"), torch.float32, dummy_weights=True, seed=0)
     rows = model.lm_head.weight
     assert rows[textless].abs().sum() == 0 and (rows.abs().sum(dim=1) > 0).sum() == rows.shape[0] - len(textless)
+
+
+def test_logits_into_a_shared_buffer_equal_fresh_ones(runner):
+    # The decode graphs widen their logits into one buffer; the values must be the fresh ones.
+    model = runner.model
+    hidden = torch.randn(3, model.spec.hidden_size, generator=torch.Generator().manual_seed(0))
+    buffer = torch.full((5, model.spec.vocab_size), float("nan"))
+    out = model.compute_logits(hidden, out=buffer[:3])
+    assert out.data_ptr() == buffer.data_ptr() and out.dtype == torch.float32
+    assert torch.equal(out, model.compute_logits(hidden))
+    assert buffer[3:].isnan().all()  # rows past the batch are left alone

@@ -39,6 +39,23 @@ def test_decode_matches_reference_on_ragged_lengths(heads, block_size):
         assert relative_error(out, ref) <= TOLERANCE, f"num_splits={num_splits}"
 
 
+@pytest.mark.parametrize("head_major", [False, True])
+@pytest.mark.parametrize("tile", [32, 64, 128])
+def test_decode_launch_tilings_match_reference(head_major, tile):
+    # Launch order and tile are free choices (engine.bench_gpu_attention sweeps them): any must be exact.
+    from engine.kernels.triton_decode_attention import Tiling, decode_attention
+
+    gen = torch.Generator().manual_seed(tile + head_major)
+    batch = make_paged_batch([1, 17, 300, 2049], [1] * 4, 32, 8, 128, generator=gen)
+    ref = reference_attention(batch)
+    for num_splits in (1, 4):
+        out = decode_attention(
+            batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.seq_lens, batch.scale,
+            num_splits=num_splits, out=_poisoned(batch.q), tiling=Tiling(tile=tile, head_major=head_major),
+        )
+        assert relative_error(out, ref) <= TOLERANCE, f"num_splits={num_splits}"
+
+
 @pytest.mark.parametrize("seq_len", [1024, 8192, 32768])
 def test_decode_long_context_batch_one(seq_len):
     from engine.kernels.triton_decode_attention import decode_attention
