@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -18,6 +19,8 @@ from engine.sampler import Sampled, Sampler
 from engine.sequence import PENDING_TOKEN, ReadyTokens, SampledToken, ScheduledBatch
 from engine.transfers import to_device
 from llmq.paths import resolve_model
+
+log = logging.getLogger(__name__)
 
 CPU_DEFAULT_KV_TOKENS = 65536
 CPU_MAX_KV_BYTES = 1 << 30  # and at most an eighth of the machine's memory
@@ -82,6 +85,8 @@ class ModelRunner:
         # Steps with prefill chunks replay graphs of everything between the attention calls.
         self.piecewise = self._capture_piecewise_graphs() if triton and config.cuda_graphs else None
         self._note_memory("piecewise_graphs")
+        if self.memory:
+            log.info(memory_report(self.memory, self.num_kv_blocks * self.block_size))
 
     def _note_memory(self, stage: str) -> None:
         if self.device.type == "cuda":
@@ -241,6 +246,15 @@ class ModelRunner:
         free, total = torch.cuda.mem_get_info(self.device)
         held_by_others = total - free - torch.cuda.memory_reserved(self.device)
         return max(0, int(total * self.config.gpu_memory_utilization) - held_by_others - peak)
+
+
+def memory_report(memory: dict[str, int], kv_tokens: int) -> str:
+    """One line from the runner's startup notes (bytes allocated after each stage, in order)."""
+    gib = {stage: n / 2**30 for stage, n in memory.items()}
+    return (
+        f"GPU memory allocated: weights {gib['weights']:.2f} GiB, KV pool {gib['kv_pool'] - gib['weights']:.2f} GiB "
+        f"({kv_tokens} tokens), CUDA graphs {gib['piecewise_graphs'] - gib['kv_pool']:.2f} GiB"
+    )
 
 
 def _samples_one_token_each(batch: ScheduledBatch) -> bool:

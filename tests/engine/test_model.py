@@ -206,3 +206,16 @@ def test_logits_into_a_shared_buffer_equal_fresh_ones(runner):
     assert out.data_ptr() == buffer.data_ptr() and out.dtype == torch.float32
     assert torch.equal(out, model.compute_logits(hidden))
     assert buffer[3:].isnan().all()  # rows past the batch are left alone
+
+
+def test_memory_report_reads_the_startup_notes():
+    from engine.runner import memory_report
+
+    gib = 2**30
+    notes = {
+        "weights": 15 * gib, "kv_pool": 70 * gib, "decode_graphs": 70 * gib + gib // 4,
+        "piecewise_graphs": 70 * gib + gib // 2,
+    }
+    assert memory_report(notes, 453_248) == (
+        "GPU memory allocated: weights 15.00 GiB, KV pool 55.00 GiB (453248 tokens), CUDA graphs 0.50 GiB"
+    )
