@@ -105,6 +105,7 @@ def run_worker(settings: WorkerSettings) -> int:
     from workers.host import EngineHost
     from workers.intake import Intake
     from workers.publisher import Publisher
+    from workers.threads import start_all_threads
 
     try:
         engine = _load_engine(settings)
@@ -128,6 +129,9 @@ def run_worker(settings: WorkerSettings) -> int:
 
     def attach(sender=None, **_) -> None:
         intake.attach(sender)
+        pool = getattr(sender, "pool", None)  # Celery's threads pool: its ThreadPoolExecutor
+        if getattr(pool, "executor", None) is not None:
+            start_all_threads(pool.executor, pool.limit)
 
     worker_shutting_down.connect(drain, weak=False)
     worker_ready.connect(attach, weak=False)
