@@ -76,3 +76,27 @@ def test_messages_after_a_failed_delivery_go_back_to_the_queue_in_order(connecti
     left = [json.loads(base64.b64decode(json.loads(raw)["body"]))["n"]
             for raw in reversed(client.lrange("batch-fail", 0, -1))]
     assert left == [2, 3]  # oldest first, as RPOP will take them
+
+
+def test_with_the_hook_on_a_job_that_arrives_during_a_hand_over_comes_with_the_same_read(connection, redis_url):
+    queue = Queue("batch-sweep", Exchange("batch-sweep", type="direct"), routing_key="batch-sweep")
+    _publish(connection, queue, 2)
+    seen, received = [], []
+
+    def on_message(body, message):
+        received.append(body["n"])
+        if body["n"] == 1:  # while Celery would handle job 1, job 2 reaches the queue
+            with connection.clone() as other:
+                with other.channel() as channel:
+                    Producer(channel).publish({"n": 2}, exchange=queue.exchange, routing_key=queue.routing_key)
+
+    BatchingTransport.on_message = lambda envelope: seen.append(json.loads(base64.b64decode(envelope["body"]))["n"])
+    try:
+        channel = connection.channel()
+        channel.basic_qos(0, 8, False)
+        with Consumer(channel, queues=[queue], callbacks=[on_message]):
+            connection.drain_events(timeout=2)  # one BRPOP read
+    finally:
+        BatchingTransport.on_message = None
+    assert seen == [0, 1, 2] and received == [0, 1, 2]
+    assert redis.Redis.from_url(redis_url).llen("batch-sweep") == 0
