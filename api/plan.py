@@ -120,7 +120,7 @@ def plan_chat(request: ChatCompletionRequest, models: dict[str, ModelTokenizer],
     _check_stream_options(request)
     if request.top_logprobs and not request.logprobs:
         raise bad_request("`top_logprobs` needs `logprobs` set to true.", param="top_logprobs")
-    prompt = model.chat_prompt(chat_messages(request))
+    prompt = model.encode(model.render_chat(chat_messages(request)))
     requested = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
     param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
     max_tokens = _max_tokens(_context_limit(model, limits), len(prompt), requested, param, "messages")

@@ -19,12 +19,6 @@ from api.tiktoken_bpe import TiktokenBPE, from_tokenizer_json, vocab_bytes
 log = logging.getLogger("llmq.gateway")
 
 DEFAULT_MAX_MODEL_LEN = 2048
-# Rendered and tokenized chats kept per model, keyed by their exact messages: a request repeating
-# one (a fixed prompt, a retry, a load test) skips the template and the tokenizer (~35 us measured
-# alone, ~10% of the gateway's profile of a new request; the gateway is what a burst of
-# new requests waits on).
-CHAT_PROMPT_CACHE_SIZE = 1024
-CHAT_PROMPT_CACHE_MAX_CHARS = 4096  # longer chats are rendered every time: they would crowd the cache
 # Strings the fast path must encode exactly as transformers before it is trusted.
 _SELF_CHECK = ["Hello, world! It's 2024.", "  leading\n\n\ttabs and   runs  ", "héllo wörld — 你好 🤖", "x'll 'VE"]
 
@@ -58,9 +52,6 @@ class ModelTokenizer:
         self._wrap_prefix, self._wrap_suffix = self._special_wrapping()
         self.fast = self._fast_path()
         self._token_bytes = self._bytes_table()
-        # A template that reads the clock (strftime_now) renders differently from day to day.
-        self._chat_prompts_cacheable = "strftime_now" not in str(self.hf.chat_template or "")
-        self._cached_chat_prompt = functools.lru_cache(maxsize=CHAT_PROMPT_CACHE_SIZE)(self._chat_prompt_of)
 
     def _context_length(self, config: dict) -> int:
         for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
@@ -108,16 +99,6 @@ class ModelTokenizer:
             return self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # jinja raises its own exceptions, including raise_exception()
             raise bad_request(f"The chat template rejected these messages: {exc}", param="messages") from None
-
-    def chat_prompt(self, messages: list[dict]) -> list[int]:
-        """The token ids of a chat's rendered prompt (a fresh list); template errors are a 400."""
-        if self._chat_prompts_cacheable and sum(len(m["content"]) for m in messages) <= CHAT_PROMPT_CACHE_MAX_CHARS:
-            return list(self._cached_chat_prompt(tuple((m["role"], m["content"]) for m in messages)))
-        return self.encode(self.render_chat(messages))
-
-    def _chat_prompt_of(self, roles_and_contents: tuple[tuple[str, str], ...]) -> tuple[int, ...]:
-        messages = [{"role": role, "content": content} for role, content in roles_and_contents]
-        return tuple(self.encode(self.render_chat(messages)))
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         ids = self.fast.encode(text) if self.fast is not None else None

@@ -104,17 +104,6 @@ def test_chat_template_and_context_length(tokenizer):
     assert 2 in tokenizer.eos_token_ids
 
 
-def test_chat_prompt_is_the_rendered_chat_tokenized_and_kept_for_repeats(tokenizer):
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi again"}]
-    expected = tokenizer.encode(tokenizer.render_chat(messages))
-    first = tokenizer.chat_prompt(messages)
-    first.append(-1)  # a caller's list is its own
-    hits = tokenizer._cached_chat_prompt.cache_info().hits
-    assert tokenizer.chat_prompt([dict(m) for m in messages]) == expected
-    assert tokenizer._cached_chat_prompt.cache_info().hits == hits + 1
-    assert tokenizer.chat_prompt([*messages[:1], {"role": "user", "content": "Hi"}]) != expected
-
-
 def test_token_bytes_reassemble_text(tokenizer):
     text = "héllo 🤖 world"
     ids = tokenizer.encode(text)
