@@ -2,7 +2,10 @@
 each inter-token gap (ITL), against the same null engine driven in-process.
 
 Both sides run a closed loop of C streams (a stream sends its next request a short pause after the
-last ends); the streams start together, within one engine step (see think_times).
+last ends); the streams start together, within one engine step (see think_times). The first request
+of every stream is that herd: with several streams its TTFT is reported on its own line ("herd"), and
+the headline TTFT is the streams' steady state, every later request. Mixed in, the herd's share of
+the samples (1 in --requests-per-stream) would move the headline percentiles with that option.
 The null engine paces its steps like a real forward pass (--tokens-per-s per stream), so the
 engine's own TTFT and ITL are the same on both sides and the difference is the stack: HTTP, SSE,
 admission, tokenization, Celery, Redis Streams, the worker's loop and detokenization. The client
@@ -37,14 +40,20 @@ PROMPT = [{"role": "user", "content": "Tell me a short story about a lighthouse 
 
 @dataclass
 class Samples:
-    ttft: list[float] = field(default_factory=list)  # seconds, one per request
+    ttft: list[float] = field(default_factory=list)  # seconds, one per request after its stream's first
     itl: list[float] = field(default_factory=list)  # seconds, one per gap between consecutive tokens
+    herd_ttft: list[float] = field(default_factory=list)  # seconds, the first request of each stream
+
+    def add_ttft(self, seconds: float, herd: bool) -> None:
+        (self.herd_ttft if herd else self.ttft).append(seconds)
 
     def row(self) -> dict:
         return {
             "ttft_p50_ms": _ms(self.ttft, 50), "ttft_p99_ms": _ms(self.ttft, 99),
             "itl_p50_ms": _ms(self.itl, 50), "itl_p99_ms": _ms(self.itl, 99),
             "requests": len(self.ttft),
+            "herd_ttft_p50_ms": _ms(self.herd_ttft, 50), "herd_ttft_p99_ms": _ms(self.herd_ttft, 99),
+            "herd_requests": len(self.herd_ttft),
         }
 
 
@@ -81,10 +90,10 @@ def think_times(streams: int, per_stream: int, step_s: float, seed: int = 0) -> 
     """Pause before each request of each stream, 1-3 engine steps, the same on both sides: streams of
     equal length would otherwise stay in lockstep and measure one thundering herd over and over.
 
-    Every stream starts within the first engine step: the herd is measured once. Not at one instant:
-    the in-process engine would take all of them into its first step (TTFT ~0.4 ms each), which no
-    transport can match, since the first request to reach an idle engine starts a step before the
-    second arrives. Measured on the in-process side alone, 32 arrivals 50 us apart instead of at once
+    Every stream starts within the first engine step: the herd is measured once (and reported apart
+    from the steady state that follows). Not at one instant: the in-process engine would take all of
+    them into its first step (TTFT ~0.4 ms each), which no transport can match, since the first
+    request to reach an idle engine starts a step before the second arrives. Measured on the in-process side alone, 32 arrivals 50 us apart instead of at once
     raise its TTFT p50 by ~6 ms (26 -> 32 ms): a gap a zero-latency stack would have been charged."""
     rng = np.random.default_rng(seed)
     pauses = rng.uniform(1.0, 3.0, size=(streams, per_stream)) * step_s
@@ -122,8 +131,11 @@ def in_process(model: str, pauses: list[list[float]], max_tokens: int, tokens_pe
         now = time.perf_counter()
         for out in outputs:
             if out.new_token_ids:
-                (samples.itl.append(now - last[out.request_id]) if out.request_id in last
-                 else samples.ttft.append(now - started[out.request_id]))
+                if out.request_id in last:
+                    samples.itl.append(now - last[out.request_id])
+                else:
+                    number = int(out.request_id.split(".")[1])
+                    samples.add_ttft(now - started[out.request_id], herd=number == 0 and len(pauses) > 1)
                 last[out.request_id] = now
             if out.finish_reason:
                 stream, number = map(int, out.request_id.split("."))
@@ -141,7 +153,7 @@ async def through_stack(url: str, model_name: str, pauses: list[list[float]], ma
     body = msgspec.json.encode({"model": model_name, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0,
                                 "stream": True})
 
-    async def one(client: SSEClient, record: bool = True) -> None:
+    async def one(client: SSEClient, record: bool = True, herd: bool = False) -> None:
         start, last = time.perf_counter(), None
         async for data in client.events("/v1/chat/completions", body):
             if data == b"[DONE]":
@@ -151,13 +163,13 @@ async def through_stack(url: str, model_name: str, pauses: list[list[float]], ma
                 continue
             now = time.perf_counter()
             if record:
-                samples.itl.append(now - last) if last is not None else samples.ttft.append(now - start)
+                samples.itl.append(now - last) if last is not None else samples.add_ttft(now - start, herd)
             last = now
 
     async def stream_user(client: SSEClient, stream_pauses: list[float]) -> None:
-        for pause in stream_pauses:
+        for number, pause in enumerate(stream_pauses):
             await asyncio.sleep(pause)
-            await one(client)
+            await one(client, herd=number == 0 and len(pauses) > 1)
 
     client = SSEClient(url)
     try:
@@ -171,7 +183,7 @@ async def through_stack(url: str, model_name: str, pauses: list[list[float]], ma
 @click.command()
 @click.option("--model", envvar="LLMQ_MODEL", default=None, help="Model folder (its tokenizer). [default: the default model]")
 @click.option("--concurrency", "levels", multiple=True, type=int, default=(1, 32), show_default=True)
-@click.option("--requests-per-stream", type=int, default=4, show_default=True,
+@click.option("--requests-per-stream", type=int, default=8, show_default=True,
               help="Requests each stream sends (a single stream sends at least 16).")
 @click.option("--max-tokens", type=int, default=32, show_default=True)
 @click.option("--tokens-per-s", type=float, default=50.0, show_default=True, help="Null engine pace, per stream.")
@@ -203,7 +215,7 @@ def gateway_bench(model: str | None, levels: tuple[int, ...], requests_per_strea
                 gc.collect()
                 gc.freeze()
                 full = asyncio.run(through_stack(stack.url, folder.name, pauses, max_tokens))
-                cpu = meter.per_request_ms(len(full.ttft) + 1)  # + the warm-up request
+                cpu = meter.per_request_ms(len(full.ttft) + len(full.herd_ttft) + 1)  # + the warm-up request
                 click.echo(f"  {level} stream(s): CPU per request (ms, idle time between requests included): "
                            + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items()), err=True)
                 rows.append((level, base.row(), {**full.row(), "cpu_per_request_ms": cpu}))
@@ -221,12 +233,20 @@ def _print(rows, tokens_per_s: float, max_tokens: int) -> None:
         delta = {key: round(full[key] - base[key], 3) for key in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms")}
         click.echo(f"{level:>7} {'added':<10} {delta['ttft_p50_ms']:>9.2f} {delta['ttft_p99_ms']:>9.2f} "
                    f"{delta['itl_p50_ms']:>8.2f}")
+        if full["herd_requests"]:  # the streams' first requests, arriving together
+            for key in ("herd_ttft_p50_ms", "herd_ttft_p99_ms"):
+                delta[key] = round(full[key] - base[key], 3)
+            click.echo(f"{level:>7} {'herd added':<10} {delta['herd_ttft_p50_ms']:>9.2f} "
+                       f"{delta['herd_ttft_p99_ms']:>9.2f}   (first request of each stream; engine "
+                       f"{base['herd_ttft_p50_ms']:.2f} / {base['herd_ttft_p99_ms']:.2f})")
         added[str(level)] = delta
     click.echo(json.dumps({
         "bench": "gateway", "tokens_per_s": tokens_per_s, "max_tokens": max_tokens,
         "added_ttft_p50_ms": {k: v["ttft_p50_ms"] for k, v in added.items()},
         "added_ttft_p99_ms": {k: v["ttft_p99_ms"] for k, v in added.items()},
         "added_itl_p50_ms": {k: v["itl_p50_ms"] for k, v in added.items()},
+        "herd_added_ttft_p50_ms": {k: v["herd_ttft_p50_ms"] for k, v in added.items() if "herd_ttft_p50_ms" in v},
+        "herd_added_ttft_p99_ms": {k: v["herd_ttft_p99_ms"] for k, v in added.items() if "herd_ttft_p99_ms" in v},
         "targets_ms": {"ttft_p50": 5, "ttft_p99": 15, "itl_p50": 1},
         "detail": {str(level): {"engine": base, "gateway": full} for level, base, full in rows},
     }))
