@@ -46,7 +46,8 @@ def saturated_run(folder: Path, kv_cache_dtype: str, concurrency: int, prompt_le
     after = engine.stats()
     result = {
         "kv_cache_dtype": kv_cache_dtype, "setup_s": setup_s, "kv_pool_tokens": pool_tokens,
-        "kv_pool_gb": stats.kv_cache_bytes / 1e9, "gpu_memory_utilization": gpu_memory_utilization, "concurrency": concurrency, "prompt_len": prompt_len,
+        "kv_pool_gb": stats.kv_cache_bytes / 1e9, "gpu_memory_utilization": gpu_memory_utilization,
+        "concurrency": concurrency, "prompt_len": prompt_len,
         "output_len": output_len, "generated": run["generated"], "elapsed_s": elapsed,
         "throughput_tok_s": run["generated"] / elapsed, "median_ttft_s": ttfts[len(ttfts) // 2],
         "preemptions": after.preemptions - stats.preemptions, "steps": run["steps"],

@@ -112,7 +112,7 @@ class ModelRunner:
             inputs = self.decode_inputs.build(batch)
             if pending:
                 inputs["input_ids"] = self._fill_pending(inputs["input_ids"], *pending)
-            logits = self.graphs.run(**inputs)  # [B, V], the graph's own rows
+            logits = self.graphs.run(**inputs)  # [B, V], rows of the logits buffer the graphs share
             sampling = [chunk.seq for chunk in batch.chunks]
         else:
             input_ids, meta = build_step_inputs(batch, self.block_size, self.device)

@@ -93,12 +93,18 @@ def think_times(streams: int, per_stream: int, step_s: float, seed: int = 0) -> 
     Every stream starts within the first engine step: the herd is measured once (and reported apart
     from the steady state that follows). Not at one instant: the in-process engine would take all of
     them into its first step (TTFT ~0.4 ms each), which no transport can match, since the first
-    request to reach an idle engine starts a step before the second arrives. Measured on the in-process side alone, 32 arrivals 50 us apart instead of at once
-    raise its TTFT p50 by ~6 ms (26 -> 32 ms): a gap a zero-latency stack would have been charged."""
+    request to reach an idle engine starts a step before the second arrives. Measured on the
+    in-process side alone, 32 arrivals 50 us apart instead of at once raise its TTFT p50 by ~6 ms
+    (26 -> 32 ms): a gap a zero-latency stack would have been charged."""
     rng = np.random.default_rng(seed)
     pauses = rng.uniform(1.0, 3.0, size=(streams, per_stream)) * step_s
     pauses[:, 0] = rng.uniform(0.0, 1.0, size=streams) * step_s
     return pauses.tolist()
+
+
+def in_herd(number: int, pauses: list[list[float]]) -> bool:
+    """Whether a stream's request `number` is of the herd: the first one, when several streams start."""
+    return number == 0 and len(pauses) > 1
 
 
 def in_process(model: str, pauses: list[list[float]], max_tokens: int, tokens_per_s: float, prompt_len: int) -> Samples:
@@ -135,7 +141,7 @@ def in_process(model: str, pauses: list[list[float]], max_tokens: int, tokens_pe
                     samples.itl.append(now - last[out.request_id])
                 else:
                     number = int(out.request_id.split(".")[1])
-                    samples.add_ttft(now - started[out.request_id], herd=number == 0 and len(pauses) > 1)
+                    samples.add_ttft(now - started[out.request_id], herd=in_herd(number, pauses))
                 last[out.request_id] = now
             if out.finish_reason:
                 stream, number = map(int, out.request_id.split("."))
@@ -169,7 +175,7 @@ async def through_stack(url: str, model_name: str, pauses: list[list[float]], ma
     async def stream_user(client: SSEClient, stream_pauses: list[float]) -> None:
         for number, pause in enumerate(stream_pauses):
             await asyncio.sleep(pause)
-            await one(client, herd=number == 0 and len(pauses) > 1)
+            await one(client, herd=in_herd(number, pauses))
 
     client = SSEClient(url)
     try:
