@@ -42,7 +42,10 @@ class Publisher:
 
     def flush(self, out: Outgoing) -> list[KeyCheck]:
         """Send it all in one round trip. Raises redis.RedisError, leaving `out` to be sent again."""
-        pipe = self.client.pipeline(transaction=False)
+        # In MULTI/EXEC (the same round trip): Redis serves a blocked XREAD after each top-level
+        # command, so the gateway's XREAD came back with the first XADD alone (a new request's start
+        # event without its first tokens) and needed another round trip for the token.
+        pipe = self.client.pipeline(transaction=True)
         for request_id in out.leases:
             pipe.set(protocol.lease_key(request_id), self.worker_id, px=self._lease_ms)
         for request_id, event in out.events:
