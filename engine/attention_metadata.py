@@ -21,6 +21,9 @@ class AttentionMetadata:
     max_query_len: int
     max_seq_len: int
     sample_indices: torch.Tensor  # [S] int64: the last token of each chunk that samples, in chunk order
+    # Leading sequences with one query each (the batch contract puts decodes first): a mixed
+    # step's attention sends them to the decode kernel. 0 where a caller does not count them.
+    num_decodes: int = 0
     # CPU decode of one sequence: the cache slots of its K/V, position by position, found once
     # per step rather than by every layer from the block table. A range when its blocks are
     # consecutive (read as a view of the pool), else a [seq_len] int64 tensor (gathered).
@@ -66,9 +69,19 @@ def build_step_inputs(
         max_query_len=max(c.num_tokens for c in batch.chunks),
         max_seq_len=max(seq_lens),
         sample_indices=to_device(sample_indices, torch.int64, device),
+        num_decodes=_leading_decodes(batch),
         lone_kv_slots=_lone_kv_slots(batch, tables, seq_lens, block_size, device),
     )
     return to_device(input_ids, torch.int64, device), metadata
+
+
+def _leading_decodes(batch: ScheduledBatch) -> int:
+    count = 0
+    for chunk in batch.chunks:
+        if chunk.num_tokens != 1:
+            break
+        count += 1
+    return count
 
 
 def _lone_kv_slots(

@@ -120,7 +120,7 @@ class PiecewiseGraphs:
         q, attention_out = self.q[:num_tokens], self.attention_out[:num_tokens]
         for index, layer in enumerate(self.layers):
             self._replay(size, index)
-            attention_out.copy_(layer.self_attn.attend(q, meta))
+            layer.self_attn.attend(q, meta, out=attention_out)
         self._replay(size, len(self.layers))
         return self.hidden[:num_tokens]
 

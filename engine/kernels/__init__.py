@@ -5,9 +5,12 @@ Shapes (T = tokens of this step over all sequences, B = sequences, D = head_dim)
   write_kv(k [T,Hkv,D], v [T,Hkv,D], k_cache [N,bs,Hkv,D], v_cache [N,bs,Hkv,D], slot_mapping [T] int64)
       The Triton version skips slots < 0 (padded rows of a CUDA-graph batch).
   paged_attention(q [T,Hq,D], k_cache, v_cache, block_tables [B,max_blocks] int32, seq_lens [B] int32,
-                  query_start_loc [B+1] int32, scale: float, max_query_len: int) -> [T,Hq,D]
+                  query_start_loc [B+1] int32, scale: float, max_query_len: int,
+                  num_decodes: int = 0, out [T,Hq,D] | None = None) -> [T,Hq,D]
       Query i of sequence b sits at position seq_lens[b] - q_len_b + i and attends causally to
       positions 0..itself, all read from the paged cache (this step's K/V are written first).
+      num_decodes: the leading sequences with one query each (decodes come first in a batch);
+      0 where not known. With out, the result is written there.
   rms_norm(x [T,H], weight [H], eps, residual [T,H] | None) -> out | (out, new_residual)
       With residual: new_residual = x + residual; out = norm(new_residual) * weight.
   rotary(q [T,Hq,D], k [T,Hkv,D], positions [T] int64, cos_sin_cache [P, D]) -> (q, k)  (neox style)

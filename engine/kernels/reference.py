@@ -30,10 +30,13 @@ def paged_attention(
     query_start_loc: torch.Tensor,
     scale: float,
     max_query_len: int,
+    num_decodes: int = 0,  # a hint for the GPU kernels; the reference finds the decodes itself
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if max_query_len == 1:
-        return _decode_attention(q, k_cache, v_cache, block_tables, seq_lens, scale)
-    out = torch.empty_like(q)
+        result = _decode_attention(q, k_cache, v_cache, block_tables, seq_lens, scale)
+        return result if out is None else out.copy_(result)
+    out = torch.empty_like(q) if out is None else out
     starts = query_start_loc.tolist()
     lens = seq_lens.tolist()
     # Decodes come first in a mixed batch: batch them together, then each prefill chunk alone.

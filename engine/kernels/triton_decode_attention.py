@@ -36,7 +36,9 @@ class Tiling:
 DEFAULT_TILING = Tiling()
 
 
-@triton.jit
+# Not specialised on value: a mixed step's decodes bring any table width and split count, and each
+# new specialisation would compile mid-serving (the decode graphs' sizes compile at capture).
+@triton.jit(do_not_specialize=["stride_bt", "num_splits"])
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
     out_ptr, part_out_ptr, part_lse_ptr,
@@ -121,7 +123,7 @@ def _decode_split_kernel(
         tl.store(part_lse_ptr + part_row, lse, mask=row_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _decode_reduce_kernel(
     part_out_ptr, part_lse_ptr, seq_lens_ptr, out_ptr,
     stride_ot, stride_oh,

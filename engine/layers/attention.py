@@ -51,12 +51,12 @@ class Attention(nn.Module):
             q, k, v, meta.positions, self.rotary.cos_sin_cache, self.k_cache, self.v_cache, meta.slot_mapping
         )
 
-    def attend(self, q: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """Attention of q [T, Hq, D] over the paged cache -> [T, Hq * D]."""
+    def attend(self, q: torch.Tensor, meta: AttentionMetadata, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention of q [T, Hq, D] over the paged cache -> [T, Hq * D], written into out when given."""
         if meta.lone_kv_slots is not None:
-            out = reference.lone_sequence_attention(q, self.k_cache, self.v_cache, meta.lone_kv_slots, self.scale)
-            return out.flatten(1)
-        out = kernels.paged_attention(
+            result = reference.lone_sequence_attention(q, self.k_cache, self.v_cache, meta.lone_kv_slots, self.scale)
+            return result.flatten(1) if out is None else out.copy_(result.flatten(1))
+        result = kernels.paged_attention(
             q,
             self.k_cache,
             self.v_cache,
@@ -65,5 +65,7 @@ class Attention(nn.Module):
             meta.query_start_loc,
             self.scale,
             meta.max_query_len,
+            meta.num_decodes,
+            None if out is None else out.view(q.shape),
         )  # [T, Hq, D]
-        return out.flatten(1)
+        return result.flatten(1)

@@ -1,4 +1,4 @@
-"""Which steps get the lone-sequence view of the KV pool (pure logic, no model)."""
+"""What the per-step attention metadata tells the kernels (pure logic, no model)."""
 
 import torch
 
@@ -36,3 +36,18 @@ def test_prefills_and_batches_keep_the_block_tables():
     for chunks in batches:
         _, meta = build_step_inputs(ScheduledBatch(chunks), 16, CPU)
         assert meta.lone_kv_slots is None
+
+
+def test_a_mixed_step_counts_its_leading_decodes():
+    # Decodes come first (the batch contract); the count sends them to the decode kernel.
+    decoding = [sequence(name, 20, [2 * i, 2 * i + 1]) for i, name in enumerate("abc")]
+    prompt = sequence("p", 40, [6, 7, 8])
+    one_token_prompt = sequence("q", 1, [9])
+    cases = [
+        ([ScheduledChunk(seq, 19, 1) for seq in decoding] + [ScheduledChunk(prompt, 0, 40)], 3),
+        ([ScheduledChunk(prompt, 0, 40)], 0),
+        ([ScheduledChunk(decoding[0], 19, 1), ScheduledChunk(prompt, 0, 40), ScheduledChunk(one_token_prompt, 0, 1)], 1),
+    ]
+    for chunks, expected in cases:
+        _, meta = build_step_inputs(ScheduledBatch(chunks), 16, CPU)
+        assert meta.num_decodes == expected

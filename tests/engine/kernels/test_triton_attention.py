@@ -113,6 +113,56 @@ def test_prefill_matches_reference_on_mixed_batches(chunks, heads):
     assert relative_error(out, ref) <= TOLERANCE
 
 
+@pytest.mark.parametrize("heads_first", [False, True])
+@pytest.mark.parametrize("block_m,block_n,num_warps", [(16, 64, 4), (64, 32, 4), (128, 32, 4), (128, 128, 8)])
+def test_prefill_launch_tilings_match_reference(block_m, block_n, num_warps, heads_first):
+    # Tiles and launch order are free choices (engine.bench_gpu_prefill_attention sweeps them): any
+    # must be exact, with chunks that start and end off the tile and block boundaries.
+    from engine.kernels.triton_prefill_attention import PrefillTiling, prefill_attention
+
+    chunks = [(0, 300), (17, 129), (1000, 64), (5, 2)]
+    gen = torch.Generator().manual_seed(block_m + block_n + heads_first)
+    batch = make_paged_batch([b + n for b, n in chunks], [n for _, n in chunks], 32, 8, 128, generator=gen)
+    tiling = PrefillTiling(block_m, block_n, num_warps, num_stages=2, heads_first=heads_first)
+    out = prefill_attention(
+        batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.seq_lens, batch.query_start_loc,
+        batch.scale, batch.max_query_len, out=_poisoned(batch.q), tiling=tiling,
+    )
+    assert relative_error(out, reference_attention(batch)) <= TOLERANCE
+
+
+def test_prefill_from_a_first_sequence_leaves_the_rows_before_it():
+    from engine.kernels.triton_prefill_attention import prefill_attention
+
+    chunks = [(40, 1), (7, 1), (0, 100), (30, 20)]
+    batch = make_paged_batch([b + n for b, n in chunks], [n for _, n in chunks], 32, 8, 128)
+    out = prefill_attention(
+        batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.seq_lens, batch.query_start_loc,
+        batch.scale, batch.max_query_len, out=_poisoned(batch.q), first_seq=2,
+    )
+    assert out[:2].isnan().all()
+    assert relative_error(out[2:], reference_attention(batch)[2:]) <= TOLERANCE
+
+
+def test_mixed_batch_decodes_go_to_the_decode_kernel():
+    # A mixed step's leading decodes (num_decodes) are computed by the split-K decode kernel, bit for
+    # bit what a decode-only step gives them; the chunks by the prefill kernel.
+    from engine.kernels import triton_ops
+    from engine.kernels.triton_decode_attention import decode_attention
+
+    chunks = [(1000 + i, 1) for i in range(5)] + [(0, 200), (64, 33)]
+    batch = make_paged_batch([b + n for b, n in chunks], [n for _, n in chunks], 32, 8, 128)
+    out = _poisoned(batch.q)
+    result = triton_ops.paged_attention(
+        batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.seq_lens, batch.query_start_loc,
+        batch.scale, batch.max_query_len, num_decodes=5, out=out,
+    )
+    assert result.data_ptr() == out.data_ptr()
+    assert relative_error(out, reference_attention(batch)) <= TOLERANCE
+    alone = decode_attention(batch.q[:5], batch.k_cache, batch.v_cache, batch.block_tables[:5], batch.seq_lens[:5], batch.scale)
+    assert torch.equal(out[:5], alone)
+
+
 def test_entry_point_dispatches_decode_and_mixed_batches():
     from engine.kernels import triton_ops
 
