@@ -33,6 +33,11 @@ OUTAGE_RETRY_S = 0.2  # pause between attempts to reach Redis while it is away
 REMEMBERED_ABORTS = 4096  # aborts of requests not (yet) here: a job picked up after its abort ends at once
 LATE_PICKUP_ROUNDS = 3  # extra inbox reads before a step, for jobs that came during the last pickup
 WEDGED_LOOP_GRACE_S = 30.0  # a task thread gives up on its request this long after the deadline
+# How long the thread that hands a job to an idle loop waits for that job's first step to reach
+# Redis before it goes on (with Celery's handling of the message). Both threads want the
+# interpreter lock: the loop, woken by the job, waited ~0.7 ms behind Celery's Python code, and as
+# long again for the lock when its pickup round trip came back (measured at one stream).
+IDLE_HANDOVER_WAIT_S = 0.005
 
 
 class Draining(Exception):
@@ -55,6 +60,8 @@ class EngineHost:
         self._accepting = True
         self._drain_deadline: float | None = None
         self._stopping = False
+        self._idle = False  # the loop waits for work, with nothing in the engine
+        self._handing_over: dict[str, threading.Event] = {}  # request id -> set once its first step is out
         self._outage_since: float | None = None
         self._step_failed = False
         self._last_checks = self._last_leases = 0.0
@@ -74,16 +81,23 @@ class EngineHost:
     def accepting(self) -> bool:
         return self._accepting
 
-    def start_early(self, job: GenerateJob) -> None:
+    def start_early(self, job: GenerateJob, yield_to_idle_loop: bool = False) -> None:
         """Hands the job to the loop ahead of run_job (which then only waits for it), unless this
-        worker is draining or the job is past its deadline: run_job answers those."""
+        worker is draining or the job is past its deadline: run_job answers those. With
+        yield_to_idle_loop, if the loop was idle, returns once the job's first step is out (or
+        after IDLE_HANDOVER_WAIT_S), so the caller's own work does not hold the loop back."""
         if not self._accepting or 0 < job.deadline <= time.time():
             return
         if (job.request_id, job.attempt) in self._started_early:
             return  # the transport handed it over already; this is Celery's task_received
         request = LiveRequest(job, self.worker_id)
         self._started_early[(job.request_id, job.attempt)] = request
+        first_step_out = None
+        if yield_to_idle_loop and self._idle:
+            first_step_out = self._handing_over[job.request_id] = threading.Event()
         self._inbox.put(("add", request))
+        if first_step_out is not None and not first_step_out.wait(IDLE_HANDOVER_WAIT_S):
+            self._handing_over.pop(job.request_id, None)
 
     def run_job(self, job: GenerateJob) -> str:
         """Run one job to its end; returns its finish reason or error code. Raises Draining."""
@@ -147,7 +161,10 @@ class EngineHost:
             pass
 
     def _turn(self) -> None:
-        self._take_inbox(self._wait_time())
+        wait = self._wait_time()
+        self._idle = wait == IDLE_WAIT_S
+        self._take_inbox(wait)
+        self._idle = False
         # Jobs that arrived during that pickup's round trip would wait a whole engine step for the
         # next turn: take them now, while each round brings some (bounded, so arrivals cannot hold
         # the step back).
@@ -331,6 +348,8 @@ class EngineHost:
         for rid, event in out.events:
             if event.type == "start" and rid in self._live:
                 self._live[rid].unsent_start = None
+            elif self._handing_over and rid in self._handing_over:  # its first tokens (or its end)
+                self._handing_over.pop(rid).set()
         self._out = Outgoing()
         for request in self._ending:
             request.ended.set()

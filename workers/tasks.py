@@ -72,8 +72,10 @@ def _start_at_receipt(sender=None, request=None, **_) -> None:
 
 def _start_at_arrival(envelope: dict) -> None:
     """The job goes to the engine as soon as the transport has read its message, before Celery handles
-    it (workers/receipt.py); task_received, which follows, then finds it started. A message that is
-    not a generate job, or a job this worker will not start now, is left to Celery alone."""
+    it (workers/receipt.py); task_received, which follows, then finds it started. An idle engine loop
+    gets its first step out before Celery's handling of the message competes with it for the
+    interpreter. A message that is not a generate job, or a job this worker will not start now, is
+    left to Celery alone."""
     headers = envelope.get("headers", {})
     if _host is None or headers.get("task") != protocol.GENERATE_TASK:
         return
@@ -84,7 +86,7 @@ def _start_at_arrival(envelope: dict) -> None:
     if envelope.get("properties", {}).get("body_encoding") == "base64":
         body = base64.b64decode(body)
     args = msgspec.json.decode(body)[0]
-    _host.start_early(protocol.job_from_wire(args[0]))
+    _host.start_early(protocol.job_from_wire(args[0]), yield_to_idle_loop=True)
 
 
 @task_revoked.connect

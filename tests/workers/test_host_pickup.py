@@ -1,6 +1,8 @@
 """When jobs reach the engine: a job handed over twice (by the transport, then by Celery's
 task_received) runs once, and one that arrives while the loop is picking others up joins their step."""
 
+import time
+
 from tests.integration.helpers import wait_for
 from tests.workers.conftest import make_job, stream_events
 from tests.workers.fakes import ScriptedEngine
@@ -52,5 +54,37 @@ def test_a_job_arriving_during_a_pickup_joins_the_same_step(client):
         host.start_early(make_job("first", max_tokens=2))
         wait_for(lambda: len(engine.added_before_step) == 2, what="both jobs in the engine")
         assert engine.added_before_step == {"first": 0, "late": 0}
+    finally:
+        host.stop()
+
+
+class _SlowAfterTheFirstStep(ScriptedEngine):
+    def step(self):
+        if self.steps:
+            time.sleep(0.2)  # stands in for compute: what the first step sent stays the whole stream
+        return super().step()
+
+
+def test_a_job_handed_to_an_idle_loop_has_its_first_step_out_when_the_hand_over_returns(client):
+    host = EngineHost(_SlowAfterTheFirstStep(), Publisher(client, "w1"), model="tiny", backend="scripted")
+    host.start()
+    try:
+        wait_for(lambda: host._idle, what="the loop waiting for work")
+        host.start_early(make_job("idle1", max_tokens=3), yield_to_idle_loop=True)
+        assert [e.type for e in stream_events(client, "idle1")] == ["start", "tokens"]
+        assert host.run_job(make_job("idle1", max_tokens=3)) == "length"
+    finally:
+        host.stop()
+
+
+def test_a_job_handed_over_without_yielding_does_not_wait_for_its_first_step(client):
+    engine = ScriptedEngine(step_s=0.2)
+    host = EngineHost(engine, Publisher(client, "w1"), model="tiny", backend="scripted")
+    host.start()
+    try:
+        wait_for(lambda: host._idle, what="the loop waiting for work")
+        host.start_early(make_job("busy1", max_tokens=1))
+        assert [e.type for e in stream_events(client, "busy1")] == []
+        assert host.run_job(make_job("busy1", max_tokens=1)) == "length"
     finally:
         host.stop()
