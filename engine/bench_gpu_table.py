@@ -63,7 +63,9 @@ def format_table(results: dict) -> str:
         lines.append(f"engine: ERROR {engine['error']}")
     elif engine:
         long = engine.get("long_prompt", 1000)
-        lines.append(f"engine TTFT, {long}-token prompt: {_fmt(engine['ttft_long_s'] * 1e3)} ms"
+        samples = engine.get("ttft_long_samples_s") or [engine["ttft_long_s"]]
+        spread = f" (median of {len(samples)}: {_fmt(min(samples) * 1e3)}-{_fmt(max(samples) * 1e3)})" if len(samples) > 1 else ""
+        lines.append(f"engine TTFT, {long}-token prompt: {_fmt(engine['ttft_long_s'] * 1e3)} ms{spread}"
                      f"   (setup with graph capture {_fmt(engine.get('setup_s'))} s)")
         if engine.get("concurrency"):
             out, wanted = engine["concurrent_out_tokens"], results.get("engine_requested_out", engine["concurrent_out_tokens"])

@@ -100,3 +100,19 @@ def test_suite_gpu_hands_the_options_to_the_gpu_suite(monkeypatch):
 def test_unknown_backend_is_refused():
     result = CliRunner().invoke(engine_bench, ["--backend", "nope"])
     assert result.exit_code != 0 and "nope" in result.output
+
+
+def test_gpu_suite_engine_timings_take_the_median_of_several_long_prompts(tmp_path):
+    # The engine part of the GPU suite, on the CPU with a small random model: one TTFT sample could
+    # catch a host stall, so the long prompt's TTFT is a median and the table shows the spread.
+    from engine.bench_gpu_engine import LONG_PROMPT_SAMPLES, engine_timings
+    from engine.bench_gpu_table import format_table
+
+    folder = write_dummy_model("smollm2-135m", tmp_path / "smollm2")
+    numbers = engine_timings(folder, prompt_len=8, new_tokens=3, concurrency=0, concurrent_out=1, long_prompt=60,
+                             device="cpu")
+    samples = numbers["ttft_long_samples_s"]
+    assert len(samples) == LONG_PROMPT_SAMPLES and all(s > 0 for s in samples)
+    assert numbers["ttft_long_s"] == sorted(samples)[len(samples) // 2]
+    table = format_table({"device": "cpu", "torch": "x", "engine": numbers, "options": {}})
+    assert f"median of {LONG_PROMPT_SAMPLES}" in table
