@@ -157,6 +157,7 @@ class ModelRunner:
         # Every captured size writes its logits here: a graph's own output would stay allocated for
         # as long as the graph lives (Llama-3.1-8B, 256 rows: ~2 GiB of float32 over the sizes).
         self._graph_logits = torch.empty(self.config.max_num_seqs, self.vocab_size, device=self.device)
+        self._note_memory("decode_logits")
         graphs = GraphRunner(self._decode_logits, self.config.max_num_seqs, decode_inputs(max_blocks), self.device)
         graphs.capture()
         return graphs
@@ -251,9 +252,12 @@ class ModelRunner:
 def memory_report(memory: dict[str, int], kv_tokens: int) -> str:
     """One line from the runner's startup notes (bytes allocated after each stage, in order)."""
     gib = {stage: n / 2**30 for stage, n in memory.items()}
+    # The decode graphs' shared logits buffer is allocated just before they are captured.
+    graphs_from = gib.get("decode_logits", gib["kv_pool"])
+    logits = f", decode logits {graphs_from - gib['kv_pool']:.2f} GiB" if "decode_logits" in gib else ""
     return (
         f"GPU memory allocated: weights {gib['weights']:.2f} GiB, KV pool {gib['kv_pool'] - gib['weights']:.2f} GiB "
-        f"({kv_tokens} tokens), CUDA graphs {gib['piecewise_graphs'] - gib['kv_pool']:.2f} GiB"
+        f"({kv_tokens} tokens){logits}, CUDA graphs {gib['piecewise_graphs'] - graphs_from:.2f} GiB"
     )
 
 

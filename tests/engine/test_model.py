@@ -219,3 +219,9 @@ def test_memory_report_reads_the_startup_notes():
     assert memory_report(notes, 453_248) == (
         "GPU memory allocated: weights 15.00 GiB, KV pool 55.00 GiB (453248 tokens), CUDA graphs 0.50 GiB"
     )
+    # With graphs, the shared logits buffer is noted apart from them.
+    notes["decode_logits"] = 70 * gib + gib // 8
+    assert memory_report(notes, 453_248) == (
+        "GPU memory allocated: weights 15.00 GiB, KV pool 55.00 GiB (453248 tokens), decode logits 0.12 GiB, "
+        "CUDA graphs 0.38 GiB"
+    )
