@@ -61,7 +61,7 @@ def test_a_job_arriving_during_a_pickup_joins_the_same_step(client):
 class _SlowAfterTheFirstStep(ScriptedEngine):
     def step(self):
         if self.steps:
-            time.sleep(0.2)  # stands in for compute: what the first step sent stays the whole stream
+            time.sleep(0.2)  # later steps take long: until the second ends, the stream holds the first step
         return super().step()
 
 
