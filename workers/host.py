@@ -1,6 +1,7 @@
 """EngineHost: the one thread that owns the engine. Other threads (Celery's task threads, the abort
 listener, signal handlers) only put messages in its inbox; each loop turn takes them, runs one
-engine step and tells Redis everything in one pipelined round trip."""
+engine step and tells Redis everything in one pipelined round trip (new requests' first tokens
+in one of their own, first: workers/publisher.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Everything one engine step tells Redis, sent as one pipelined round trip."""
+"""Everything one engine step tells Redis, sent as one pipelined round trip (two when a request's
+first tokens share the step with other requests' tokens: the first tokens go first)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ class Outgoing:
         return bool(self.events or self.leases or self.checks or self.heartbeat)
 
 
+def first_tokens_first(events: list[tuple[str, StreamEvent]]) -> tuple[list, list]:
+    """Splits a flush's events into those of requests whose first tokens are among them (with their
+    start events) and the others, each in its original order."""
+    starting = {rid for rid, event in events if event.type == "tokens" and event.seq == 1}  # seq 0: start
+    if not starting:
+        return [], events
+    return [e for e in events if e[0] in starting], [e for e in events if e[0] not in starting]
+
+
 @dataclass(slots=True, frozen=True)
 class KeyCheck:
     request_id: str
@@ -41,7 +51,21 @@ class Publisher:
         self._heartbeat_ms = int(protocol.HEARTBEAT_TTL_S * 1000)
 
     def flush(self, out: Outgoing) -> list[KeyCheck]:
-        """Send it all in one round trip. Raises redis.RedisError, leaving `out` to be sent again."""
+        """Send it all. Raises redis.RedisError, leaving in `out` what is still to be sent."""
+        # A step's flush carries every running request's tokens (and, at times, their leases and key
+        # checks): its round trip took ~0.8 ms at 32 streams against ~0.26 ms for one request's
+        # (measured), and a new request's first token waited for all of it.
+        first, rest = first_tokens_first(out.events)
+        if not first or not (rest or out.leases or out.checks or out.heartbeat):
+            return self._send(out)
+        self._send(Outgoing(events=first, stream_ttls=out.stream_ttls))
+        try:
+            return self._send(Outgoing(rest, out.stream_ttls, out.leases, out.checks, out.heartbeat))
+        except redis.RedisError:
+            out.events = rest  # the first ones are in Redis: sent again, the gateway would see them twice
+            raise
+
+    def _send(self, out: Outgoing) -> list[KeyCheck]:
         # In MULTI/EXEC (the same round trip): Redis serves a blocked XREAD after each top-level
         # command, so the gateway's XREAD came back with the first XADD alone (a new request's start
         # event without its first tokens) and needed another round trip for the token.
