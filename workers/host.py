@@ -34,10 +34,13 @@ OUTAGE_RETRY_S = 0.2  # pause between attempts to reach Redis while it is away
 REMEMBERED_ABORTS = 4096  # aborts of requests not (yet) here: a job picked up after its abort ends at once
 LATE_PICKUP_ROUNDS = 3  # extra inbox reads before a step, for jobs that came during the last pickup
 WEDGED_LOOP_GRACE_S = 30.0  # a task thread gives up on its request this long after the deadline
-# How long the thread that hands a job to an idle loop waits for that job's first step to reach
-# Redis before it goes on (with Celery's handling of the message). Both threads want the
-# interpreter lock: the loop, woken by the job, waited ~0.7 ms behind Celery's Python code, and as
-# long again for the lock when its pickup round trip came back (measured at one stream).
+# How long, at most, the thread that hands a job to an idle loop waits for the loop's turn with
+# that job (pickup, the step that starts it, the flush) before it goes on with Celery's handling of
+# the message. Both threads want the interpreter lock: the loop, woken by the job, waited ~0.7 ms
+# behind Celery's Python code, and as long again for the lock when its pickup round trip came
+# back (measured at one stream). The wait ends with that turn, not with the job's first tokens: on
+# a GPU engine that runs ahead, they come a whole forward pass later, and jobs queued behind this
+# one in Redis wait for the hand-over to end.
 IDLE_HANDOVER_WAIT_S = 0.005
 
 
@@ -62,7 +65,7 @@ class EngineHost:
         self._drain_deadline: float | None = None
         self._stopping = False
         self._idle = False  # the loop waits for work, with nothing in the engine
-        self._handing_over: dict[str, threading.Event] = {}  # request id -> set once its first step is out
+        self._handing_over: dict[str, threading.Event] = {}  # request id -> set when its first turn ends
         self._outage_since: float | None = None
         self._step_failed = False
         self._last_checks = self._last_leases = 0.0
@@ -85,19 +88,20 @@ class EngineHost:
     def start_early(self, job: GenerateJob, yield_to_idle_loop: bool = False) -> None:
         """Hands the job to the loop ahead of run_job (which then only waits for it), unless this
         worker is draining or the job is past its deadline: run_job answers those. With
-        yield_to_idle_loop, if the loop was idle, returns once the job's first step is out (or
-        after IDLE_HANDOVER_WAIT_S), so the caller's own work does not hold the loop back."""
+        yield_to_idle_loop, if the loop was idle, returns once the loop's turn with the job has ended
+        (its first step launched, what it produced sent), or after IDLE_HANDOVER_WAIT_S, so the
+        caller's own work does not hold the loop back."""
         if not self._accepting or 0 < job.deadline <= time.time():
             return
         if (job.request_id, job.attempt) in self._started_early:
             return  # the transport handed it over already; this is Celery's task_received
         request = LiveRequest(job, self.worker_id)
         self._started_early[(job.request_id, job.attempt)] = request
-        first_step_out = None
+        turn_done = None
         if yield_to_idle_loop and self._idle:
-            first_step_out = self._handing_over[job.request_id] = threading.Event()
+            turn_done = self._handing_over[job.request_id] = threading.Event()
         self._inbox.put(("add", request))
-        if first_step_out is not None and not first_step_out.wait(IDLE_HANDOVER_WAIT_S):
+        if turn_done is not None and not turn_done.wait(IDLE_HANDOVER_WAIT_S):
             self._handing_over.pop(job.request_id, None)
 
     def run_job(self, job: GenerateJob) -> str:
@@ -179,6 +183,11 @@ class EngineHost:
         if self._outage_since is None and self._has_engine_work():
             self._collect(self._step())
         self._flush(now)
+        if self._handing_over:  # the jobs handed over while the loop was idle had this turn
+            for rid in list(self._handing_over):
+                event = self._handing_over.pop(rid, None)
+                if event is not None:
+                    event.set()
 
     def _wait_time(self) -> float:
         if self._outage_since is not None:
@@ -349,8 +358,6 @@ class EngineHost:
         for rid, event in out.events:
             if event.type == "start" and rid in self._live:
                 self._live[rid].unsent_start = None
-            elif self._handing_over and rid in self._handing_over:  # its first tokens (or its end)
-                self._handing_over.pop(rid).set()
         self._out = Outgoing()
         for request in self._ending:
             request.ended.set()

@@ -1,11 +1,13 @@
 """When jobs reach the engine: a job handed over twice (by the transport, then by Celery's
 task_received) runs once, and one that arrives while the loop is picking others up joins their step."""
 
+import threading
 import time
 
 from tests.integration.helpers import wait_for
 from tests.workers.conftest import make_job, stream_events
 from tests.workers.fakes import ScriptedEngine
+from workers import host as host_module
 from workers.host import EngineHost
 from workers.publisher import Publisher
 
@@ -87,4 +89,40 @@ def test_a_job_handed_over_without_yielding_does_not_wait_for_its_first_step(cli
         assert [e.type for e in stream_events(client, "busy1")] == []
         assert host.run_job(make_job("busy1", max_tokens=1)) == "length"
     finally:
+        host.stop()
+
+
+class _RunningAhead(ScriptedEngine):
+    """Like the GPU engine that runs ahead: a step launches and returns the step before's tokens, so
+    a new job's first tokens come out a step later. Here the second step waits for `release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def step(self):
+        if self.steps == 0:
+            self.steps += 1
+            return []  # launched; nothing to read back yet
+        self.release.wait(10)
+        return super().step()
+
+
+def test_a_hand_over_to_an_idle_loop_ends_with_the_loops_turn_not_the_first_tokens(client, monkeypatch):
+    # Jobs queued behind this one in Redis wait while the hand-over lasts: it must not last a forward pass.
+    monkeypatch.setattr(host_module, "IDLE_HANDOVER_WAIT_S", 30.0)
+    engine = _RunningAhead()
+    host = EngineHost(engine, Publisher(client, "w1"), model="tiny", backend="scripted")
+    host.start()
+    try:
+        wait_for(lambda: host._idle, what="the loop waiting for work")
+        handed = threading.Thread(target=host.start_early, args=(make_job("ahead1", max_tokens=2),),
+                                  kwargs={"yield_to_idle_loop": True})
+        handed.start()
+        wait_for(lambda: not handed.is_alive(), what="the hand-over to return before the first tokens")
+        assert not engine.release.is_set()
+        engine.release.set()
+        assert host.run_job(make_job("ahead1", max_tokens=2)) == "length"
+    finally:
+        engine.release.set()
         host.stop()
