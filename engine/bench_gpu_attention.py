@@ -51,6 +51,18 @@ def _shape_inputs(batch: int, shortest: int, longest: int, gen: torch.Generator)
     return q, k_cache, v_cache, tables.cuda(), lens.cuda(), kv_bytes
 
 
+def run_or_skip(run, label: str) -> torch.Tensor | None:
+    """A tiling's first output, or None (and a printed line) when it cannot run on this card, e.g.
+    when it needs more shared memory than an SM has."""
+    try:
+        out = run()
+        torch.cuda.synchronize()
+    except Exception as error:  # noqa: BLE001 - a sweep goes on past the tilings that do not fit
+        print(f"# {label}: {type(error).__name__}", flush=True)
+        return None
+    return out
+
+
 def sweep() -> list[dict]:
     import triton.testing
 
@@ -64,11 +76,8 @@ def sweep() -> list[dict]:
         expected = None
         for tiling in _tilings():
             run = lambda tiling=tiling: decode_attention(q, k_cache, v_cache, tables, lens, scale, tiling=tiling)  # noqa: E731
-            try:
-                out = run()
-                torch.cuda.synchronize()
-            except Exception as error:  # e.g. a tiling that needs more shared memory than an SM has
-                print(f"# {batch}x{shortest}-{longest} {tiling}: {type(error).__name__}", flush=True)
+            out = run_or_skip(run, f"{batch}x{shortest}-{longest} {tiling}")
+            if out is None:
                 continue
             if expected is None:
                 expected = out.float()

@@ -75,6 +75,7 @@ def _time_ms(run) -> float:
 
 
 def sweep(scene_names: list[str]) -> list[dict]:
+    from engine.bench_gpu_attention import run_or_skip
     from engine.kernels import triton_ops
     from engine.kernels.triton_prefill_attention import prefill_attention
 
@@ -96,11 +97,8 @@ def sweep(scene_names: list[str]) -> list[dict]:
         expected = None
         for tiling in _tilings():
             run = lambda tiling=tiling: prefill_attention(*args, x["max_query_len"], tiling=tiling)  # noqa: E731
-            try:
-                out = run()
-                torch.cuda.synchronize()
-            except Exception as error:  # e.g. a tiling that needs more shared memory than an SM has
-                print(f"# {name} {tiling}: {type(error).__name__}", flush=True)
+            out = run_or_skip(run, f"{name} {tiling}")
+            if out is None:
                 continue
             expected = out.float() if expected is None else expected
             ms = _time_ms(run)
