@@ -43,12 +43,13 @@ def choose_tiling(max_query_len: int) -> PrefillTiling:
 
 @triton.jit
 def _attend_tile(
-    acc, m_i, l_i, q, table, k_cache_ptr, v_cache_ptr, kv_offset, tile_start, kv_end, q_pos, dims, dim_mask,
+    acc, m_i, l_i, q, table, k_head_ptr, v_head_ptr, tile_start, kv_end, q_pos, dims, dim_mask,
     scale_log2, stride_kb, stride_ks, stride_vb, stride_vs,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     """One context tile folded into the running (acc, max, sum). MASKED: the tile may hold
-    positions past the end of the context or after some row's own position."""
+    positions past the end of the context or after some row's own position. k_head_ptr, v_head_ptr:
+    the caches offset to this program's KV head."""
     pos = tile_start + tl.arange(0, BLOCK_N)
     if MASKED:
         pos_mask = pos < kv_end
@@ -58,8 +59,8 @@ def _attend_tile(
         block = tl.load(table + pos // BLOCK_SIZE).to(tl.int64)
         kv_mask = dim_mask[None, :]
     in_block = (pos % BLOCK_SIZE).to(tl.int64)
-    k_ptrs = k_cache_ptr + (block * stride_kb + in_block * stride_ks + kv_offset)[:, None] + dims[None, :]
-    v_ptrs = v_cache_ptr + (block * stride_vb + in_block * stride_vs + kv_offset)[:, None] + dims[None, :]
+    k_ptrs = k_head_ptr + (block * stride_kb + in_block * stride_ks)[:, None] + dims[None, :]
+    v_ptrs = v_head_ptr + (block * stride_vb + in_block * stride_vs)[:, None] + dims[None, :]
     if EVEN_D and not MASKED:  # a whole tile: no mask at all
         k = tl.load(k_ptrs)
         v = tl.load(v_ptrs)
@@ -127,7 +128,8 @@ def _prefill_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     table = block_tables_ptr + seq.to(tl.int64) * stride_bt
-    kv_offset = kv_head * stride_kh
+    k_head_ptr = k_cache_ptr + kv_head * stride_kh
+    v_head_ptr = v_cache_ptr + kv_head * stride_vh
     # Every row of the tile sees positions 0..its first row's position: whole tiles below that
     # need no mask. The causal diagonal and the context's end are masked.
     first_pos = context_before + q_tile * BLOCK_M
@@ -135,13 +137,13 @@ def _prefill_kernel(
     kv_end = tl.minimum(seq_len, first_pos + BLOCK_M)
     for tile_start in range(0, full_end, BLOCK_N):
         acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, table, k_cache_ptr, v_cache_ptr, kv_offset, tile_start, kv_end, q_pos, dims,
+            acc, m_i, l_i, q, table, k_head_ptr, v_head_ptr, tile_start, kv_end, q_pos, dims,
             dim_mask, scale_log2, stride_kb, stride_ks, stride_vb, stride_vs,
             BLOCK_SIZE=BLOCK_SIZE, BLOCK_N=BLOCK_N, MASKED=False, EVEN_D=EVEN_D,
         )
     for tile_start in range(full_end, kv_end, BLOCK_N):
         acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, table, k_cache_ptr, v_cache_ptr, kv_offset, tile_start, kv_end, q_pos, dims,
+            acc, m_i, l_i, q, table, k_head_ptr, v_head_ptr, tile_start, kv_end, q_pos, dims,
             dim_mask, scale_log2, stride_kb, stride_ks, stride_vb, stride_vs,
             BLOCK_SIZE=BLOCK_SIZE, BLOCK_N=BLOCK_N, MASKED=True, EVEN_D=EVEN_D,
         )
