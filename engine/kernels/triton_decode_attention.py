@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from engine.kernels import pdl
 from engine.kernels.split_k import MAX_SPLITS, MIN_SPLIT_TOKENS, choose_num_splits
 
 LOG2E = 1.4426950408889634
@@ -51,8 +52,10 @@ def _decode_split_kernel(
     num_splits,
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, DIRECT: tl.constexpr, MIN_SPLIT: tl.constexpr,
-    HEAD_MAJOR: tl.constexpr,
+    HEAD_MAJOR: tl.constexpr, PDL: tl.constexpr,
 ):
+    pdl.allow_dependents(PDL)
+    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     if HEAD_MAJOR:
         kv_head = tl.program_id(0)
         seq = tl.program_id(1)
@@ -129,7 +132,10 @@ def _decode_reduce_kernel(
     stride_ot, stride_oh,
     num_splits,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, MIN_SPLIT: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl.allow_dependents(PDL)
+    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     seq = tl.program_id(0)
     head = tl.program_id(1)
     seq_len = tl.load(seq_lens_ptr + seq)
@@ -201,6 +207,7 @@ def decode_attention(
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK_D=block_d,
         BLOCK_SIZE=block_size, TILE=tiling.tile, DIRECT=num_splits == 1, MIN_SPLIT=MIN_SPLIT_TOKENS,
         HEAD_MAJOR=tiling.head_major, num_warps=tiling.num_warps, num_stages=tiling.num_stages,
+        **pdl.launch_options(),
     )
     if num_splits > 1:
         _decode_reduce_kernel[(num_seqs, num_heads)](
@@ -208,6 +215,6 @@ def decode_attention(
             out.stride(0), out.stride(1),
             num_splits,
             HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_S=triton.next_power_of_2(num_splits), MIN_SPLIT=MIN_SPLIT_TOKENS,
-            num_warps=4,
+            num_warps=4, **pdl.launch_options(),
         )
     return out

@@ -10,14 +10,18 @@ import torch
 import triton
 import triton.language as tl
 
+from engine.kernels import pdl
+
 
 @triton.jit
 def _rms_norm_kernel(
     x_ptr, residual_ptr, weight_ptr, out_ptr, new_residual_ptr,
     stride_x, stride_r, stride_o, stride_nr,
     hidden, eps,
-    HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr,
 ):
+    pdl.allow_dependents(PDL)
+    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden
@@ -57,6 +61,7 @@ def rms_norm(
             x.stride(0), residual.stride(0) if residual is not None else 0, out.stride(0), new_residual.stride(0),
             hidden, eps,
             HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=min(16, max(1, block // 512)),
+            **pdl.launch_options(),
         )
     return out if residual is None else (out, new_residual)
 
@@ -76,8 +81,10 @@ def _rotary_kernel(
     q_ptr, k_ptr, q_out_ptr, k_out_ptr, positions_ptr, cos_sin_ptr,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_qot, stride_qoh, stride_kot, stride_koh, stride_cs,
     NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HALF: tl.constexpr,
-    BLOCK_HQ: tl.constexpr, BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr,
+    BLOCK_HQ: tl.constexpr, BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr, PDL: tl.constexpr,
 ):
+    pdl.allow_dependents(PDL)
+    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     token = tl.program_id(0).to(tl.int64)
     pos = tl.load(positions_ptr + token)
     freqs = tl.arange(0, BLOCK_HALF)
@@ -126,13 +133,15 @@ def rotary(
             q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1), cos_sin_cache.stride(0),
             NUM_Q_HEADS=num_q_heads, NUM_KV_HEADS=num_kv_heads, HALF=half,
             BLOCK_HQ=triton.next_power_of_2(num_q_heads), BLOCK_HKV=triton.next_power_of_2(num_kv_heads),
-            BLOCK_HALF=triton.next_power_of_2(half), num_warps=4,
+            BLOCK_HALF=triton.next_power_of_2(half), num_warps=4, **pdl.launch_options(),
         )
     return q_out, k_out
 
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, inter, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, inter, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    pdl.allow_dependents(PDL)
+    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < inter
@@ -149,6 +158,6 @@ def silu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tens
     if num_rows:
         block = min(1024, triton.next_power_of_2(inter))
         _silu_and_mul_kernel[(num_rows, triton.cdiv(inter, block))](
-            x, out, x.stride(0), out.stride(0), inter, BLOCK=block, num_warps=4
+            x, out, x.stride(0), out.stride(0), inter, BLOCK=block, num_warps=4, **pdl.launch_options()
         )
     return out

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from engine.kernels import pdl
+
 # Up to this many rows the GEMV streams the weights at least as fast as cuBLAS (H100, Llama-3.1-8B's
 # layers, `python -m engine.bench_gpu_micro 1,16,32,64`: 5.41 / 5.52 / 5.54 / 5.65 ms a step
 # against cuBLAS's 5.58 / 5.68 / 5.69 / 5.80); larger batches go to cuBLAS, whose tiles then pay off.
@@ -50,7 +52,7 @@ def _prune(configs, named_args, **kwargs):
 @triton.autotune(
     configs=[triton.Config({**c.kwargs, "ROW": False}, num_warps=c.num_warps, num_stages=c.num_stages)
              for c in _CONFIGS] + _ROW_CONFIGS,
-    key=["N", "K", "BLOCK_M", "ONE_ROW"],
+    key=["N", "K", "BLOCK_M", "ONE_ROW", "PDL"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
@@ -58,11 +60,20 @@ def _gemv_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,
     M, N, K,
     stride_xm, stride_wn, stride_ym,
-    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, ONE_ROW: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, ONE_ROW: tl.constexpr, PDL: tl.constexpr,
+    PREFETCH_BYTES: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROW: tl.constexpr,
 ):
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output features
+    first_col = tl.program_id(0) * BLOCK_N
+    cols = first_col + tl.arange(0, BLOCK_N)  # output features
     col_mask = cols < N
+    # Launched early (engine/kernels/pdl.py): the weights are no kernel's output, so this program's
+    # first weight bytes stream into L2 while the kernel ahead finishes; x only after the wait.
+    pdl.prefetch_rows_l2(w_ptr + first_col.to(tl.int64) * stride_wn,
+                         stride_wn * (w_ptr.dtype.element_ty.primitive_bitwidth // 8),
+                         tl.minimum(N - first_col, BLOCK_N), PREFETCH_BYTES)
+    pdl.allow_dependents(PDL)
+    pdl.wait_for_inputs(PDL)
     if ROW:  # M == 1
         w_row_ptrs = w_ptr + cols.to(tl.int64)[:, None] * stride_wn
         partial = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
@@ -115,5 +126,7 @@ def linear(
         num_rows, n, k,
         x.stride(0), weight.stride(0), y.stride(0),
         HAS_BIAS=bias is not None, BLOCK_M=max(16, triton.next_power_of_2(num_rows)), ONE_ROW=num_rows == 1,
+        PREFETCH_BYTES=pdl.prefetch_bytes(k * weight.element_size(), weight.stride(0) * weight.element_size()),
+        **pdl.launch_options(),
     )
     return y

@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from engine.kernels import pdl
 from engine.kernels.triton_cache import _fp8_max
 from engine.kernels.triton_elementwise import _rotate_neox
 
@@ -25,7 +26,10 @@ def _rotary_write_kv_kernel(
     stride_kcb, stride_kcs, stride_kch, stride_vcb, stride_vcs, stride_vch,
     NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HALF: tl.constexpr, BLOCK_HQ: tl.constexpr,
     BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_SIZE: tl.constexpr, FP8_MAX: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl.allow_dependents(PDL)
+    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     token = tl.program_id(0).to(tl.int64)
     pos = tl.load(positions_ptr + token)
     freqs = tl.arange(0, BLOCK_HALF)
@@ -100,6 +104,6 @@ def rotary_write_kv(
             NUM_Q_HEADS=num_q_heads, NUM_KV_HEADS=num_kv_heads, HALF=half,
             BLOCK_HQ=triton.next_power_of_2(num_q_heads), BLOCK_HKV=triton.next_power_of_2(num_kv_heads),
             BLOCK_HALF=triton.next_power_of_2(half), BLOCK_SIZE=k_cache.shape[1], FP8_MAX=_fp8_max(k_cache.dtype),
-            num_warps=4,
+            num_warps=4, **pdl.launch_options(),
         )
     return q_out

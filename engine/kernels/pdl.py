@@ -1,0 +1,97 @@
+"""Programmatic dependent launch (Hopper and later) for the decode path's Triton kernels.
+
+A batch-1 decode step is ~330 kernels, and between two of them the GPU's memory sits idle: the
+next kernel is launched only once the last program of the one ahead has exited, and its loads
+start a few microseconds after that. With programmatic dependent launch (CUDA's programmatic
+stream serialization; PTX `griddepcontrol`) a kernel is launched while the one ahead still runs:
+
+- each kernel lets its dependents launch as soon as it starts (`allow_dependents`);
+- each kernel waits (`wait_for_inputs`) before it touches anything the kernels ahead of it write,
+  and before it writes anything at all;
+- what it may do before the wait is read memory no kernel of the step writes: the GEMV starts
+  pulling its first weight rows into L2 (`prefetch_rows_l2`), so the weights stream on while the
+  small kernels between two GEMVs (norm, rotary, attention) run.
+
+Every kernel that is launched this way calls `wait_for_inputs` on every path, even one that exits
+early: a kernel's wait covers only the kernel just ahead of it, and that kernel completes only
+after its own wait, so the chain reaches back through the whole step. The launches keep their
+order in a captured CUDA graph (the capture records programmatic edges).
+
+`ENABLED` is read at each launch: it is on for CUDA cards of compute capability 9.0 and above,
+unless LLMQ_PDL=0. LLMQ_PDL_PREFETCH sets the bytes of each weight row the GEMV prefetches.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+
+def _supported() -> bool:
+    if os.environ.get("LLMQ_PDL", "1") == "0":
+        return False
+    try:
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
+    except Exception:  # no CUDA runtime: the references run, nothing is launched
+        return False
+
+
+ENABLED = _supported()
+# Bytes of each weight row a GEMV program pulls into L2 before its wait (0: none). A multiple of 16.
+PREFETCH_ROW_BYTES = int(os.environ.get("LLMQ_PDL_PREFETCH", "1024"))
+
+
+def launch_options() -> dict:
+    """Keyword arguments for a Triton launch of a kernel that takes a PDL constexpr."""
+    return {"PDL": ENABLED, "launch_pdl": ENABLED}
+
+
+def prefetch_bytes(row_bytes: int, row_stride_bytes: int) -> int:
+    """What a GEMV program prefetches of each weight row: the first PREFETCH_ROW_BYTES, at most the
+    row; 0 when PDL is off or the rows are not 16-byte aligned (the bulk prefetch needs both)."""
+    if not ENABLED or row_bytes % 16 or row_stride_bytes % 16:
+        return 0
+    return min(PREFETCH_ROW_BYTES - PREFETCH_ROW_BYTES % 16, row_bytes)
+
+
+@triton.jit
+def wait_for_inputs(PDL: tl.constexpr):
+    """Block until the kernel ahead has completed and its writes are visible."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def allow_dependents(PDL: tl.constexpr):
+    """Let the next kernel launch once every program of this one has started (or exited)."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def prefetch_rows_l2(first_row_ptr, row_stride_bytes, num_rows, num_bytes):
+    """Threads 0..num_rows-1 each pull num_bytes of one row (16-byte aligned, a multiple of 16)
+    into L2 with one bulk prefetch; nothing is loaded into registers."""
+    if num_bytes > 0:
+        tl.inline_asm_elementwise(
+            """{
+            .reg .pred p;
+            .reg .u32 t;
+            .reg .u64 a;
+            mov.u32 t, %tid.x;
+            setp.lt.u32 p, t, $3;
+            mul.wide.u32 a, t, $2;
+            add.u64 a, a, $1;
+            @p cp.async.bulk.prefetch.L2.global [a], $4;
+            mov.u32 $0, 0;
+            }""",
+            "=r,l,r,r,r",
+            [first_row_ptr, row_stride_bytes, num_rows, num_bytes],
+            dtype=tl.int32,
+            is_pure=False,
+            pack=1,
+        )
