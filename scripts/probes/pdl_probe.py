@@ -22,7 +22,7 @@ from engine.types import SamplingParams
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 # (name, PDL on, bytes of each weight row a GEMV program prefetches while it waits)
-variants = [("off", False, 0), ("pdl pf1024", True, 1024), ("pdl pf768", True, 768), ("pdl pf1536", True, 1536)]
+variants = [("off", False, 0), ("pdl pf1024", True, 1024), ("pdl pf0", True, 0)]
 print("PDL supported:", pdl.ENABLED, torch.cuda.get_device_name(), flush=True)
 
 folder = write_dummy_model("llama-3.1-8b", Path(tempfile.mkdtemp()) / "llama-3.1-8b")
@@ -66,3 +66,9 @@ print(f"\n{'variant':<22} {'median tok/s':>12} {'vs off':>7}  samples")
 for name, *_ in variants:
     med = statistics.median(rates[name])
     print(f"{name:<22} {med:12.1f} {med / base:7.3f}  {[round(r, 1) for r in rates[name]]}")
+
+from engine.kernels.triton_linear import _gemv_kernel  # noqa: E402
+
+print("GEMV configs (the same in every variant):")
+for key, config in _gemv_kernel.cache.items():
+    print(" ", key[:4], config)

@@ -39,6 +39,7 @@ def test_every_single_row_config_matches_cublas(n, k, bias):
     # The autotuner keeps one config per shape; each single-row (multiply-add) one must be right.
     import triton
 
+    from engine.kernels import pdl
     from engine.kernels.triton_linear import _ROW_CONFIGS, _gemv_kernel
 
     x = torch.randn(1, k, device="cuda").bfloat16()
@@ -50,6 +51,7 @@ def test_every_single_row_config_matches_cublas(n, k, bias):
         _gemv_kernel.fn[(triton.cdiv(n, config.kwargs["BLOCK_N"]),)](
             x, weight, b if b is not None else weight, out, 1, n, k, x.stride(0), weight.stride(0), out.stride(0),
             HAS_BIAS=b is not None, BLOCK_M=16, ONE_ROW=True, num_warps=config.num_warps,
-            num_stages=config.num_stages, **config.kwargs,
+            num_stages=config.num_stages, PREFETCH_BYTES=pdl.prefetch_bytes(2 * k, 2 * k), **pdl.launch_options(),
+            **config.kwargs,
         )
         assert relative_error(out, expected) <= 1e-2, config
