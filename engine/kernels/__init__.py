@@ -19,6 +19,10 @@ Shapes (T = tokens of this step over all sequences, B = sequences, D = head_dim)
   silu_and_mul(x [T, 2I]) -> [T, I]
   linear(x [T,K], weight [N,K], bias [N] | None) -> [T,N]   (added; reference: F.linear)
       The Triton version streams the weight with a GEMV for T <= 64 (decode), cuBLAS above.
+  rms_norm_linear(x [T,H], residual [T,H] | None, norm_weight [H], eps, weight [N,H], bias | None)
+      -> (linear(rms_norm(x [+ residual])), x + residual (x without a residual))
+  silu_and_mul_linear(x [T,2I], weight [N,I], bias | None) -> linear(silu_and_mul(x))
+      Both are the two ops in turn; the Triton versions do a single row in one GEMV.
 """
 
 from __future__ import annotations
@@ -44,9 +48,25 @@ def _rotary_write_kv_reference(q, k, v, positions, cos_sin_cache, k_cache, v_cac
 rotary_write_kv = _rotary_write_kv_reference
 
 
+def _rms_norm_linear_composed(x, residual, norm_weight, eps, weight, bias=None):
+    if residual is None:
+        return linear(rms_norm(x, norm_weight, eps), weight, bias), x
+    hidden, residual = rms_norm(x, norm_weight, eps, residual)
+    return linear(hidden, weight, bias), residual
+
+
+def _silu_and_mul_linear_composed(x, weight, bias=None):
+    return linear(silu_and_mul(x), weight, bias)
+
+
+rms_norm_linear = _rms_norm_linear_composed
+silu_and_mul_linear = _silu_and_mul_linear_composed
+
+
 def use_triton() -> bool:
     """Swap in the Triton kernels (CUDA only). Returns whether they were installed."""
     global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear, rotary_write_kv
+    global rms_norm_linear, silu_and_mul_linear
     try:
         import torch
 
@@ -62,12 +82,15 @@ def use_triton() -> bool:
     silu_and_mul = triton_ops.silu_and_mul
     linear = triton_ops.linear
     rotary_write_kv = triton_ops.rotary_write_kv
+    rms_norm_linear = triton_ops.rms_norm_linear
+    silu_and_mul_linear = triton_ops.silu_and_mul_linear
     return True
 
 
 def use_reference() -> None:
     """Put the torch references back (tests compare both on one device)."""
     global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear, rotary_write_kv
+    global rms_norm_linear, silu_and_mul_linear
     write_kv = reference.write_kv
     paged_attention = reference.paged_attention
     rms_norm = reference.rms_norm
@@ -75,3 +98,5 @@ def use_reference() -> None:
     silu_and_mul = reference.silu_and_mul
     linear = F.linear
     rotary_write_kv = _rotary_write_kv_reference
+    rms_norm_linear = _rms_norm_linear_composed
+    silu_and_mul_linear = _silu_and_mul_linear_composed

@@ -51,10 +51,35 @@ def _prune(configs, named_args, **kwargs):
     return [c for c in configs if bool(one_row) == c.kwargs.get("ROW", False)]
 
 
+# What the single-row GEMV computes from its input first (one row only; see rms_norm_linear and
+# silu_and_mul_linear): each saves the small kernel that would run between two GEMVs.
+PLAIN: tl.constexpr = tl.constexpr(0)
+NORM: tl.constexpr = tl.constexpr(1)
+ADD_NORM: tl.constexpr = tl.constexpr(2)
+SILU_MUL: tl.constexpr = tl.constexpr(3)
+
+
+@triton.jit
+def _prologue(x_ptr, residual_ptr, norm_weight_ptr, new_residual_ptr, ks, k_mask, K, PROLOGUE: tl.constexpr):
+    """The float32 input of the GEMV at columns ks. ADD_NORM: x + residual, rounded to the
+    activation dtype as the residual stream keeps it, and stored as the new residual by program 0
+    (norm and weight are applied by the caller). SILU_MUL: x is [gate | up] of width 2K."""
+    if PROLOGUE == SILU_MUL:
+        gate = tl.load(x_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)
+        up = tl.load(x_ptr + K + ks, mask=k_mask, other=0.0).to(tl.float32)
+        # rounded as the separate silu_and_mul kernel stores it
+        return (gate * tl.sigmoid(gate) * up).to(x_ptr.dtype.element_ty).to(tl.float32)
+    x = tl.load(x_ptr + ks, mask=k_mask, other=0.0)
+    if PROLOGUE == ADD_NORM:
+        x = (x.to(tl.float32) + tl.load(residual_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)).to(x.dtype)
+        tl.store(new_residual_ptr + ks, x, mask=k_mask & (tl.program_id(0) == 0))
+    return x.to(tl.float32)
+
+
 @triton.autotune(
     configs=[triton.Config({**c.kwargs, "ROW": False}, num_warps=c.num_warps, num_stages=c.num_stages)
              for c in _CONFIGS] + _ROW_CONFIGS,
-    key=["N", "K", "BLOCK_M", "ONE_ROW"],
+    key=["N", "K", "BLOCK_M", "ONE_ROW", "PROLOGUE"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
@@ -62,8 +87,9 @@ def _gemv_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,
     M, N, K,
     stride_xm, stride_wn, stride_ym,
+    residual_ptr, norm_weight_ptr, new_residual_ptr, eps,
     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, ONE_ROW: tl.constexpr, PDL: tl.constexpr,
-    PREFETCH_BYTES: tl.constexpr,
+    PREFETCH_BYTES: tl.constexpr, PROLOGUE: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROW: tl.constexpr,
 ):
     first_col = tl.program_id(0) * BLOCK_N
@@ -79,13 +105,19 @@ def _gemv_kernel(
     if ROW:  # M == 1
         w_row_ptrs = w_ptr + cols.to(tl.int64)[:, None] * stride_wn
         partial = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        squares = tl.zeros([BLOCK_K], tl.float32)  # RMSNorm prologues: the sum of x^2 along the way
         for k_start in range(0, K, BLOCK_K):
             ks = k_start + tl.arange(0, BLOCK_K)
             k_mask = ks < K
             w = tl.load(w_row_ptrs + ks[None, :], mask=col_mask[:, None] & k_mask[None, :], other=0.0)
-            x = tl.load(x_ptr + ks, mask=k_mask, other=0.0)  # [BLOCK_K]
-            partial += w.to(tl.float32) * x.to(tl.float32)[None, :]
+            x = _prologue(x_ptr, residual_ptr, norm_weight_ptr, new_residual_ptr, ks, k_mask, K, PROLOGUE)
+            if PROLOGUE == NORM or PROLOGUE == ADD_NORM:
+                squares += x * x
+                x *= tl.load(norm_weight_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)
+            partial += w.to(tl.float32) * x[None, :]
         y = tl.sum(partial, axis=1)  # [BLOCK_N]
+        if PROLOGUE == NORM or PROLOGUE == ADD_NORM:  # norm(x) = x * rstd * weight: rstd is one scalar
+            y *= 1.0 / tl.sqrt(tl.sum(squares, 0) / K + eps)
         if HAS_BIAS:
             y += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
         tl.store(y_ptr + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
@@ -108,27 +140,77 @@ def _gemv_kernel(
     )
 
 
+def _gemv_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # float32 stays on cuBLAS: tl.dot would round its inputs to tf32.
+    half = x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == x.dtype
+    return 0 < x.shape[0] <= MAX_ROWS and x.dim() == 2 and x.is_cuda and half and weight.stride(-1) == 1
+
+
+def _gemv(x, weight, bias, y, prologue=PLAIN, residual=None, norm_weight=None, new_residual=None, eps=0.0):
+    n, k = weight.shape
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+    _gemv_kernel[grid](
+        x, weight, bias if bias is not None else weight, y,
+        x.shape[0], n, k,
+        x.stride(0), weight.stride(0), y.stride(0),
+        x if residual is None else residual, x if norm_weight is None else norm_weight,
+        x if new_residual is None else new_residual, eps,
+        HAS_BIAS=bias is not None, BLOCK_M=max(16, triton.next_power_of_2(x.shape[0])), ONE_ROW=x.shape[0] == 1,
+        PREFETCH_BYTES=pdl.prefetch_bytes(k * weight.element_size(), weight.stride(0) * weight.element_size()),
+        PROLOGUE=prologue, **pdl.launch_options(),
+    )
+    return y
+
+
 def linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """x [T, K], weight [N, K], bias [N] | None -> [T, N]; GEMV for T <= MAX_ROWS, cuBLAS above.
     out: [T, N] to write into (tests pass a poisoned one)."""
-    num_rows = x.shape[0]
-    # float32 stays on cuBLAS: tl.dot would round its inputs to tf32.
-    half = x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == x.dtype
-    if num_rows > MAX_ROWS or num_rows == 0 or x.dim() != 2 or not x.is_cuda or not half or weight.stride(-1) != 1:
+    if not _gemv_fits(x, weight):
         y = F.linear(x, weight, bias)
         return y if out is None else out.copy_(y)
     x = x if x.stride(-1) == 1 else x.contiguous()
-    n, k = weight.shape
-    y = torch.empty(num_rows, n, dtype=x.dtype, device=x.device) if out is None else out
-    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-    _gemv_kernel[grid](
-        x, weight, bias if bias is not None else weight, y,
-        num_rows, n, k,
-        x.stride(0), weight.stride(0), y.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_M=max(16, triton.next_power_of_2(num_rows)), ONE_ROW=num_rows == 1,
-        PREFETCH_BYTES=pdl.prefetch_bytes(k * weight.element_size(), weight.stride(0) * weight.element_size()),
-        **pdl.launch_options(),
-    )
-    return y
+    y = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device) if out is None else out
+    return _gemv(x, weight, bias, y)
+
+
+def _one_fused_row(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return x.shape[0] == 1 and x.stride(-1) == 1 and _gemv_fits(x, weight)
+
+
+def rms_norm_linear(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """linear(rms_norm(x [+ residual])) and the residual stream after the add (x itself without a
+    residual), as kernels.rms_norm then kernels.linear give them. One row: the GEMV computes the
+    norm on the fly (the normed row is not rounded to the activation dtype before the dot)."""
+    if not _one_fused_row(x, weight) or (residual is not None and residual.stride(-1) != 1):
+        from engine.kernels.triton_elementwise import rms_norm
+
+        if residual is None:
+            return linear(rms_norm(x, norm_weight, eps), weight, bias), x
+        hidden, residual = rms_norm(x, norm_weight, eps, residual)
+        return linear(hidden, weight, bias), residual
+    y = torch.empty(1, weight.shape[0], dtype=x.dtype, device=x.device)
+    if residual is None:
+        return _gemv(x, weight, bias, y, NORM, norm_weight=norm_weight, eps=eps), x
+    new_residual = torch.empty_like(x)
+    _gemv(x, weight, bias, y, ADD_NORM, residual, norm_weight, new_residual, eps)
+    return y, new_residual
+
+
+def silu_and_mul_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """linear(silu(gate) * up) of x = [gate | up] [T, 2I], weight [N, I]. One row: in the GEMV."""
+    inter = x.shape[-1] // 2
+    if not _one_fused_row(x, weight) or weight.shape[1] != inter:
+        from engine.kernels.triton_elementwise import silu_and_mul
+
+        return linear(silu_and_mul(x), weight, bias)
+    y = torch.empty(1, weight.shape[0], dtype=x.dtype, device=x.device)
+    return _gemv(x, weight, bias, y, SILU_MUL)

@@ -44,7 +44,11 @@ class Attention(nn.Module):
     def project(self, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """qkv projection, rotary, and this step's K/V written to the cache: [T, H] -> q [T, Hq, D].
         Reads only meta.positions and meta.slot_mapping (a piecewise CUDA graph captures it)."""
-        qkv = self.qkv_proj.forward(hidden).view(-1, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
+        return self.rotate_and_cache(self.qkv_proj.forward(hidden), meta)
+
+    def rotate_and_cache(self, qkv: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """The rest of project, from its qkv projection [T, (Hq + 2 Hkv) D] -> q [T, Hq, D]."""
+        qkv = qkv.view(-1, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
         # torch.split_with_sizes: Tensor.split's Python wrapper costs a few microseconds a layer.
         q, k, v = torch.split_with_sizes(qkv, self.head_split, dim=1)  # [T, Hq, D], [T, Hkv, D], [T, Hkv, D]
         return kernels.rotary_write_kv(

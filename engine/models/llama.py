@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from engine import kernels
 from engine.attention_metadata import AttentionMetadata
 from engine.errors import ModelLoadError
 from engine.layers.attention import Attention
@@ -44,17 +45,24 @@ class LlamaDecoderLayer(nn.Module):
     def pre_attention(self, hidden: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata):
         """(hidden, residual) -> (q [T, Hq, D], residual), this step's K/V written to the cache."""
         # The residual stream is carried apart so each norm fuses the add: (hidden, residual) -> same.
-        if residual is None:
-            hidden, residual = self.input_layernorm.forward(hidden), hidden
-        else:
-            hidden, residual = self.input_layernorm.forward(hidden, residual)
-        return self.self_attn.project(hidden, meta), residual
+        # Norm and projection go together: a single row (batch-1 decode) does both in one GEMV.
+        attention = self.self_attn
+        qkv, residual = _norm_then(self.input_layernorm, attention.qkv_proj, hidden, residual)
+        return attention.rotate_and_cache(qkv, meta), residual
 
     def post_attention(self, attention_out: torch.Tensor, residual: torch.Tensor):
         """(attention output [T, Hq * D], residual) -> (hidden, residual) after the MLP."""
         hidden = self.self_attn.o_proj.forward(attention_out)
-        hidden, residual = self.post_attention_layernorm.forward(hidden, residual)
-        return self.mlp.forward(hidden), residual
+        gate_up, residual = _norm_then(self.post_attention_layernorm, self.mlp.gate_up_proj, hidden, residual)
+        return self.mlp.down(gate_up), residual
+
+
+def _norm_then(norm: RMSNorm, linear, hidden: torch.Tensor, residual: torch.Tensor | None):
+    """(linear(norm(hidden [+ residual])), the residual stream after the add)."""
+    params = linear._parameters  # see Linear.forward
+    return kernels.rms_norm_linear(
+        hidden, residual, norm._parameters["weight"], norm.eps, params["weight"], params.get("bias")
+    )
 
 
 class LlamaModel(nn.Module):

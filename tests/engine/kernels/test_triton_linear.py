@@ -55,3 +55,41 @@ def test_every_single_row_config_matches_cublas(n, k, bias):
             **config.kwargs,
         )
         assert relative_error(out, expected) <= 1e-2, config
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize("with_residual", [True, False])
+@pytest.mark.parametrize("n,k,bias", [(6144, 4096, False), (1000, 576, True), (37, 1100, True)])
+def test_norm_then_linear_matches_the_two_ops(rows, with_residual, n, k, bias):
+    # One row runs the norm inside the GEMV; more rows run the two kernels. Both against float32.
+    from engine.kernels import reference
+    from engine.kernels.triton_linear import rms_norm_linear
+
+    x = torch.randn(rows, k, device="cuda").bfloat16()
+    residual = torch.randn(rows, k, device="cuda").bfloat16() if with_residual else None
+    norm_weight = (1 + 0.1 * torch.randn(k, device="cuda")).bfloat16()
+    weight = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
+    b = torch.randn(n, device="cuda").bfloat16() if bias else None
+    out, new_residual = rms_norm_linear(x, residual, norm_weight, 1e-5, weight, b)
+    if residual is None:
+        expected_residual = x
+        normed = reference.rms_norm(x.float(), norm_weight.float(), 1e-5)
+    else:
+        expected_residual = (x.float() + residual.float()).bfloat16()  # the residual stream's dtype
+        normed = reference.rms_norm(expected_residual.float(), norm_weight.float(), 1e-5)
+    assert torch.equal(new_residual, expected_residual)
+    assert relative_error(out, F.linear(normed, weight.float(), None if b is None else b.float())) <= 1e-2
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize("n,inter,bias", [(4096, 14336, False), (576, 1536, True), (37, 1100, False)])
+def test_silu_and_mul_then_linear_matches_the_two_ops(rows, n, inter, bias):
+    from engine.kernels import reference
+    from engine.kernels.triton_linear import silu_and_mul_linear
+
+    x = torch.randn(rows, 2 * inter, device="cuda").bfloat16()
+    weight = (torch.randn(n, inter, device="cuda") * 0.02).bfloat16()
+    b = torch.randn(n, device="cuda").bfloat16() if bias else None
+    out = silu_and_mul_linear(x, weight, b)
+    expected = F.linear(reference.silu_and_mul(x.float()), weight.float(), None if b is None else b.float())
+    assert relative_error(out, expected) <= 1e-2
