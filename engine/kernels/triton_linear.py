@@ -175,8 +175,11 @@ def linear(
     return _gemv(x, weight, bias, y)
 
 
+FUSE_ONE_ROW = True  # off: the fused entry points run the two kernels (scripts/probes/pdl_probe.py)
+
+
 def _one_fused_row(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return x.shape[0] == 1 and x.stride(-1) == 1 and _gemv_fits(x, weight)
+    return FUSE_ONE_ROW and x.shape[0] == 1 and x.stride(-1) == 1 and _gemv_fits(x, weight)
 
 
 def rms_norm_linear(

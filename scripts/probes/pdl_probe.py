@@ -1,6 +1,7 @@
 """Batch-1 decode with and without programmatic dependent launch, in one process (a probe, not a
 benchmark): the decode graph is captured again for each variant, and the variants alternate.
-Greedy tokens must be the same in every variant.
+Greedy tokens are compared with the first variant's: PDL alone computes the same sums, the fused
+norm and SwiGLU round differently.
 
     python scripts/probes/pdl_probe.py [rounds]
 """
@@ -16,13 +17,15 @@ import torch
 from engine.bench_gpu_engine import _drive, _prompt
 from engine.config import EngineConfig
 from engine.engine import Engine
-from engine.kernels import pdl
+from engine.kernels import pdl, triton_linear
 from engine.models.dummy import write_dummy_model
 from engine.types import SamplingParams
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-# (name, PDL on, bytes of each weight row a GEMV program prefetches while it waits)
-variants = [("off", False, 0), ("pdl pf1024", True, 1024), ("pdl pf0", True, 0)]
+# (name, PDL on, bytes of each weight row a GEMV program prefetches while it waits, norm and
+#  SwiGLU inside the GEMVs)
+variants = [("off", False, 0, False), ("pdl", True, 1024, False), ("pdl fused", True, 1024, True),
+            ("fused", False, 0, True)]
 print("PDL supported:", pdl.ENABLED, torch.cuda.get_device_name(), flush=True)
 
 folder = write_dummy_model("llama-3.1-8b", Path(tempfile.mkdtemp()) / "llama-3.1-8b")
@@ -32,8 +35,8 @@ vocab = engine.vocab_size
 runner = engine.runner
 
 
-def use(enabled: bool, prefetch: int) -> None:
-    pdl.ENABLED, pdl.PREFETCH_ROW_BYTES = enabled, prefetch
+def use(enabled: bool, prefetch: int, fused: bool) -> None:
+    pdl.ENABLED, pdl.PREFETCH_ROW_BYTES, triton_linear.FUSE_ONE_ROW = enabled, prefetch, fused
     runner.graphs = runner._capture_decode_graphs()
 
 
