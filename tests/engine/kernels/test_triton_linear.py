@@ -40,7 +40,7 @@ def test_every_single_row_config_matches_cublas(n, k, bias):
     import triton
 
     from engine.kernels import pdl
-    from engine.kernels.triton_linear import _ROW_CONFIGS, _gemv_kernel
+    from engine.kernels.triton_linear import _ROW_CONFIGS, PLAIN, _gemv_kernel
 
     x = torch.randn(1, k, device="cuda").bfloat16()
     weight = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
@@ -50,9 +50,10 @@ def test_every_single_row_config_matches_cublas(n, k, bias):
         out = torch.full((1, n), float("nan"), device="cuda", dtype=x.dtype)
         _gemv_kernel.fn[(triton.cdiv(n, config.kwargs["BLOCK_N"]),)](
             x, weight, b if b is not None else weight, out, 1, n, k, x.stride(0), weight.stride(0), out.stride(0),
+            x, x, x, 0.0,  # no prologue: its residual, norm weight, new residual and eps are unused
             HAS_BIAS=b is not None, BLOCK_M=16, ONE_ROW=True, num_warps=config.num_warps,
-            num_stages=config.num_stages, PREFETCH_BYTES=pdl.prefetch_bytes(2 * k, 2 * k), **pdl.launch_options(),
-            **config.kwargs,
+            num_stages=config.num_stages, PREFETCH_BYTES=pdl.prefetch_bytes(2 * k, 2 * k), PROLOGUE=PLAIN,
+            **pdl.launch_options(), **config.kwargs,
         )
         assert relative_error(out, expected) <= 1e-2, config
 
