@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from engine.kernels import pdl
+from engine.kernels import pdl, triton_pdl
 
 
 @triton.jit
@@ -25,8 +25,8 @@ def _write_kv_kernel(
     NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, FP8_MAX: tl.constexpr, PDL: tl.constexpr,
 ):
-    pdl.allow_dependents(PDL)
-    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
+    triton_pdl.allow_dependents(PDL)
+    triton_pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     token = tl.program_id(0)
     slot = tl.load(slot_mapping_ptr + token).to(tl.int64)
     if slot < 0:

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from engine.kernels import pdl
+from engine.kernels import pdl, triton_pdl
 from engine.kernels.split_k import MAX_SPLITS, MIN_SPLIT_TOKENS, choose_num_splits
 
 LOG2E = 1.4426950408889634
@@ -54,8 +54,8 @@ def _decode_split_kernel(
     BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, DIRECT: tl.constexpr, MIN_SPLIT: tl.constexpr,
     HEAD_MAJOR: tl.constexpr, PDL: tl.constexpr,
 ):
-    pdl.allow_dependents(PDL)
-    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
+    triton_pdl.allow_dependents(PDL)
+    triton_pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     if HEAD_MAJOR:
         kv_head = tl.program_id(0)
         seq = tl.program_id(1)
@@ -134,8 +134,8 @@ def _decode_reduce_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, MIN_SPLIT: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    pdl.allow_dependents(PDL)
-    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
+    triton_pdl.allow_dependents(PDL)
+    triton_pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     seq = tl.program_id(0)
     head = tl.program_id(1)
     seq_len = tl.load(seq_lens_ptr + seq)

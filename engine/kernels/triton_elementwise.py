@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from engine.kernels import pdl
+from engine.kernels import pdl, triton_pdl
 
 
 @triton.jit
@@ -20,8 +20,8 @@ def _rms_norm_kernel(
     hidden, eps,
     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr,
 ):
-    pdl.allow_dependents(PDL)
-    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
+    triton_pdl.allow_dependents(PDL)
+    triton_pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden
@@ -83,8 +83,8 @@ def _rotary_kernel(
     NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HALF: tl.constexpr,
     BLOCK_HQ: tl.constexpr, BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr, PDL: tl.constexpr,
 ):
-    pdl.allow_dependents(PDL)
-    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
+    triton_pdl.allow_dependents(PDL)
+    triton_pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     token = tl.program_id(0).to(tl.int64)
     pos = tl.load(positions_ptr + token)
     freqs = tl.arange(0, BLOCK_HALF)
@@ -140,8 +140,8 @@ def rotary(
 
 @triton.jit
 def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, inter, BLOCK: tl.constexpr, PDL: tl.constexpr):
-    pdl.allow_dependents(PDL)
-    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
+    triton_pdl.allow_dependents(PDL)
+    triton_pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < inter

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from engine.kernels import pdl
+from engine.kernels import pdl, triton_pdl
 
 # Up to this many rows the GEMV streams the weights at least as fast as cuBLAS (H100, Llama-3.1-8B's
 # layers, `python -m engine.bench_gpu_micro 1,16,32,64`: 5.41 / 5.52 / 5.54 / 5.65 ms a step
@@ -97,11 +97,11 @@ def _gemv_kernel(
     col_mask = cols < N
     # Launched early (engine/kernels/pdl.py): the weights are no kernel's output, so this program's
     # first weight bytes stream into L2 while the kernel ahead finishes; x only after the wait.
-    pdl.prefetch_rows_l2(w_ptr + first_col.to(tl.int64) * stride_wn,
+    triton_pdl.prefetch_rows_l2(w_ptr + first_col.to(tl.int64) * stride_wn,
                          stride_wn * (w_ptr.dtype.element_ty.primitive_bitwidth // 8),
                          tl.minimum(N - first_col, BLOCK_N), PREFETCH_BYTES)
-    pdl.allow_dependents(PDL)
-    pdl.wait_for_inputs(PDL)
+    triton_pdl.allow_dependents(PDL)
+    triton_pdl.wait_for_inputs(PDL)
     if ROW:  # M == 1
         w_row_ptrs = w_ptr + cols.to(tl.int64)[:, None] * stride_wn
         partial = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from engine.kernels import pdl
+from engine.kernels import pdl, triton_pdl
 from engine.kernels.triton_cache import _fp8_max
 from engine.kernels.triton_elementwise import _rotate_neox
 
@@ -28,8 +28,8 @@ def _rotary_write_kv_kernel(
     BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_SIZE: tl.constexpr, FP8_MAX: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    pdl.allow_dependents(PDL)
-    pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
+    triton_pdl.allow_dependents(PDL)
+    triton_pdl.wait_for_inputs(PDL)  # first: every path waits (engine/kernels/pdl.py)
     token = tl.program_id(0).to(tl.int64)
     pos = tl.load(positions_ptr + token)
     freqs = tl.arange(0, BLOCK_HALF)
