@@ -49,10 +49,7 @@ rotary_write_kv = _rotary_write_kv_reference
 
 
 def _rms_norm_linear_composed(x, residual, norm_weight, eps, weight, bias=None):
-    if residual is None:
-        return linear(rms_norm(x, norm_weight, eps), weight, bias), x
-    hidden, residual = rms_norm(x, norm_weight, eps, residual)
-    return linear(hidden, weight, bias), residual
+    return reference.rms_norm_then_linear(x, residual, norm_weight, eps, weight, bias, norm=rms_norm, linear=linear)
 
 
 def _silu_and_mul_linear_composed(x, weight, bias=None):

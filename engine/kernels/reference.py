@@ -235,3 +235,12 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     gate, up = torch.split_with_sizes(x, (half, half), dim=-1)  # cheaper than Tensor.chunk
     return F.silu(gate).mul_(up)  # one allocation, not two
+
+
+def rms_norm_then_linear(x, residual, norm_weight, eps, weight, bias=None, *, norm=rms_norm, linear=F.linear):
+    """rms_norm, then linear, with the given ops: (linear(norm(x [+ residual])), the residual stream
+    after the add; x itself without a residual). kernels.rms_norm_linear's contract."""
+    if residual is None:
+        return linear(norm(x, norm_weight, eps), weight, bias), x
+    hidden, residual = norm(x, norm_weight, eps, residual)
+    return linear(hidden, weight, bias), residual

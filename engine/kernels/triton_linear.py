@@ -194,12 +194,10 @@ def rms_norm_linear(
     residual), as kernels.rms_norm then kernels.linear give them. One row: the GEMV computes the
     norm on the fly (the normed row is not rounded to the activation dtype before the dot)."""
     if not _one_fused_row(x, weight) or (residual is not None and residual.stride(-1) != 1):
+        from engine.kernels.reference import rms_norm_then_linear
         from engine.kernels.triton_elementwise import rms_norm
 
-        if residual is None:
-            return linear(rms_norm(x, norm_weight, eps), weight, bias), x
-        hidden, residual = rms_norm(x, norm_weight, eps, residual)
-        return linear(hidden, weight, bias), residual
+        return rms_norm_then_linear(x, residual, norm_weight, eps, weight, bias, norm=rms_norm, linear=linear)
     y = torch.empty(1, weight.shape[0], dtype=x.dtype, device=x.device)
     if residual is None:
         return _gemv(x, weight, bias, y, NORM, norm_weight=norm_weight, eps=eps), x
