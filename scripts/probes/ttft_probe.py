@@ -2,20 +2,13 @@
 prefill (a probe, not a benchmark): python scripts/probes/ttft_probe.py"""
 
 import random
-import tempfile
 import time
-from pathlib import Path
 
-import torch
+from decode_variants import batch1_engine
 
 from engine.bench_gpu_engine import _drive, _prompt
-from engine.config import EngineConfig
-from engine.engine import Engine
-from engine.models.dummy import write_dummy_model
 
-folder = write_dummy_model("llama-3.1-8b", Path(tempfile.mkdtemp()) / "llama-3.1-8b")
-engine = Engine(EngineConfig(model=str(folder), dummy_weights=True, device="cuda", dtype="bfloat16",
-                             max_model_len=2048, kv_cache_tokens=16384, max_num_seqs=1, cuda_graphs=True))
+engine = batch1_engine()
 rng = random.Random(0)
 vocab = engine.vocab_size
 _drive(engine, [_prompt(rng, 64, vocab)], 8)
