@@ -17,17 +17,27 @@ Shapes (T = tokens of this step over all sequences, B = sequences, D = head_dim)
   rotary_write_kv(q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot_mapping) -> q rotated
       rotary, then write_kv of the rotated k and v: one kernel on CUDA (slot < 0: no write).
   silu_and_mul(x [T, 2I]) -> [T, I]
-  linear(x [T,K], weight [N,K], bias [N] | None) -> [T,N]   (added; reference: F.linear)
+  linear(x [T,K], weight [N,K], bias [N] | None, out [T,N] | None = None) -> [T,N]  (bias added)
       The Triton version streams the weight with a GEMV for T <= 64 (decode), cuBLAS above.
+      With out (unit stride along N), the result is written there and returned; out may be float32
+      whatever x's dtype (the LM head's logits). The reference (F.linear) and cuBLAS compute in x's
+      dtype and widen into out; the GEMV stores its float32 accumulator straight into out, so its
+      logits are not rounded to bf16 first (and may differ from the reference in the last bf16 bit).
   rms_norm_linear(x [T,H], residual [T,H] | None, norm_weight [H], eps, weight [N,H], bias | None)
       -> (linear(rms_norm(x [+ residual])), x + residual (x without a residual))
   silu_and_mul_linear(x [T,2I], weight [N,I], bias | None) -> linear(silu_and_mul(x))
       Both are the two ops in turn; the Triton versions do a single row in one GEMV.
+  rms_norm_qkv_rotary(x [T,H], residual | None, norm_weight, eps, weight [(Hq+2Hkv)*D, H], bias | None,
+                      num_heads, num_kv_heads, positions, cos_sin_cache, k_cache, v_cache, slot_mapping)
+      -> (q rotated [T,Hq,D], residual stream): rms_norm_linear, then rotary_write_kv of its q, k, v
+      heads. The Triton version does a single row in one GEMV (the projection is never stored).
+  argmax(logits [S,V]) -> [S] int64
+      Each row's first index of its maximum, NaN counting above every number (the first NaN wins)
+      and -inf entries allowed: torch.max(dim).indices. The Triton version reads a row with many
+      programs in one launch; it can be captured in a CUDA graph once it has run with that many rows.
 """
 
 from __future__ import annotations
-
-import torch.nn.functional as F
 
 from engine.kernels import reference
 
@@ -36,7 +46,8 @@ paged_attention = reference.paged_attention
 rms_norm = reference.rms_norm
 rotary = reference.rotary
 silu_and_mul = reference.silu_and_mul
-linear = F.linear
+linear = reference.linear
+argmax = reference.argmax
 
 
 def _rotary_write_kv_reference(q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot_mapping):
@@ -56,14 +67,19 @@ def _silu_and_mul_linear_composed(x, weight, bias=None):
     return linear(silu_and_mul(x), weight, bias)
 
 
+def _rms_norm_qkv_rotary_composed(*args):
+    return reference.rms_norm_qkv_then_rotary(*args, norm_linear=rms_norm_linear, rotary_write_kv=rotary_write_kv)
+
+
 rms_norm_linear = _rms_norm_linear_composed
 silu_and_mul_linear = _silu_and_mul_linear_composed
+rms_norm_qkv_rotary = _rms_norm_qkv_rotary_composed
 
 
 def use_triton() -> bool:
     """Swap in the Triton kernels (CUDA only). Returns whether they were installed."""
     global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear, rotary_write_kv
-    global rms_norm_linear, silu_and_mul_linear
+    global rms_norm_linear, silu_and_mul_linear, rms_norm_qkv_rotary, argmax
     try:
         import torch
 
@@ -81,19 +97,23 @@ def use_triton() -> bool:
     rotary_write_kv = triton_ops.rotary_write_kv
     rms_norm_linear = triton_ops.rms_norm_linear
     silu_and_mul_linear = triton_ops.silu_and_mul_linear
+    rms_norm_qkv_rotary = triton_ops.rms_norm_qkv_rotary
+    argmax = triton_ops.argmax
     return True
 
 
 def use_reference() -> None:
     """Put the torch references back (tests compare both on one device)."""
     global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear, rotary_write_kv
-    global rms_norm_linear, silu_and_mul_linear
+    global rms_norm_linear, silu_and_mul_linear, rms_norm_qkv_rotary, argmax
     write_kv = reference.write_kv
     paged_attention = reference.paged_attention
     rms_norm = reference.rms_norm
     rotary = reference.rotary
     silu_and_mul = reference.silu_and_mul
-    linear = F.linear
+    linear = reference.linear
     rotary_write_kv = _rotary_write_kv_reference
     rms_norm_linear = _rms_norm_linear_composed
     silu_and_mul_linear = _silu_and_mul_linear_composed
+    rms_norm_qkv_rotary = _rms_norm_qkv_rotary_composed
+    argmax = reference.argmax

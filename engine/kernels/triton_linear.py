@@ -5,12 +5,16 @@ over memory bandwidth. One program owns BLOCK_N output features and walks the wh
 so every weight element is read exactly once, with 16-byte loads along K. The block shape is
 autotuned per (N, K, row block) on first use (outside CUDA-graph capture: warm up first). A single
 row uses a multiply-add form on the CUDA cores (ROW configs), which keeps no tensor-core tile
-padded to 16 rows. On Hopper each program is launched before the kernel ahead of it ends and
-pulls its first weight bytes into L2 while it waits (engine/kernels/pdl.py).
+padded to 16 rows. A single row can also take in the kernels around its GEMV: RMSNorm (with the
+residual add) or SwiGLU before it, and after the qkv projection the rotary embedding and the K/V
+cache write (rms_norm_qkv_rotary). On Hopper each program is launched before the kernel ahead of
+it ends and pulls its first weight bytes into L2 while it waits (engine/kernels/pdl.py).
 Reference: torch.nn.functional.linear.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +22,7 @@ import triton
 import triton.language as tl
 
 from engine.kernels import pdl, triton_pdl
+from engine.kernels.triton_cache import _fp8_max
 
 # Up to this many rows the GEMV streams the weights at least as fast as cuBLAS (H100, Llama-3.1-8B's
 # layers, `python -m engine.bench_gpu_micro 1,16,32,64`: 5.41 / 5.52 / 5.54 / 5.65 ms a step
@@ -48,7 +53,11 @@ def _prune(configs, named_args, **kwargs):
     """A single row tries only the ROW configs, more rows only the others (tl.dot). A tl.dot config
     was once picked for one row in a timing tie, and the decode step ran 5% slower in its graph."""
     one_row = kwargs.get("ONE_ROW", named_args.get("ONE_ROW"))
-    return [c for c in configs if bool(one_row) == c.kwargs.get("ROW", False)]
+    configs = [c for c in configs if bool(one_row) == c.kwargs.get("ROW", False)]
+    if kwargs.get("ROTARY", named_args.get("ROTARY")):  # a program holds whole rotary pairs of one head
+        half = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM")) // 2
+        configs = [c for c in configs if c.kwargs["BLOCK_N"] <= 2 * half and half % (c.kwargs["BLOCK_N"] // 2) == 0]
+    return configs
 
 
 # What the single-row GEMV computes from its input first (one row only; see rms_norm_linear and
@@ -76,10 +85,57 @@ def _prologue(x_ptr, residual_ptr, norm_weight_ptr, new_residual_ptr, ks, k_mask
     return x.to(tl.float32)
 
 
+@triton.jit
+def _rotary_epilogue(
+    y, first_col, q_out_ptr, positions_ptr, cos_sin_ptr, slot_mapping_ptr, k_cache_ptr, v_cache_ptr,
+    stride_cs, stride_kcb, stride_kcs, stride_kch, stride_vcb, stride_vcs, stride_vch,
+    NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, CACHE_BLOCK: tl.constexpr,
+    FP8_MAX: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """What the rotary + KV write kernel does with one row's qkv projection, for this program's
+    BLOCK_N / 2 rotary pairs of one head (y [BLOCK_N] float32, rounded as the projection is
+    stored, in pair order): a q head is rotated into q_out [Hq * D]; a k head is rotated and a v
+    head copied into the cache at slot_mapping[0] (none for a negative slot)."""
+    HALF: tl.constexpr = HEAD_DIM // 2
+    first, second = tl.split(tl.reshape(y, [BLOCK_N // 2, 2]))  # feature f + i and its partner f + i + D / 2
+    head = first_col // HEAD_DIM
+    dims = first_col % HEAD_DIM + tl.arange(0, BLOCK_N // 2)
+    pos = tl.load(positions_ptr)
+    cos = tl.load(cos_sin_ptr + pos * stride_cs + dims).to(tl.float32)
+    sin = tl.load(cos_sin_ptr + pos * stride_cs + HALF + dims).to(tl.float32)
+    if head < NUM_Q_HEADS + NUM_KV_HEADS:  # neox rotary, as engine/kernels/triton_elementwise.py
+        first, second = first * cos - second * sin, second * cos + first * sin
+    if head < NUM_Q_HEADS:
+        tl.store(q_out_ptr + head * HEAD_DIM + dims, first.to(q_out_ptr.dtype.element_ty))
+        tl.store(q_out_ptr + head * HEAD_DIM + HALF + dims, second.to(q_out_ptr.dtype.element_ty))
+        return
+    slot = tl.load(slot_mapping_ptr)
+    if slot < 0:
+        return
+    block = slot // CACHE_BLOCK
+    in_block = slot % CACHE_BLOCK
+    # The cache rounds what it stores: to the activation dtype first, then, for an fp8 cache,
+    # saturated to its range (engine/kernels/triton_rotary_cache.py).
+    first = first.to(q_out_ptr.dtype.element_ty).to(tl.float32)
+    second = second.to(q_out_ptr.dtype.element_ty).to(tl.float32)
+    if FP8_MAX > 0:
+        first = tl.minimum(tl.maximum(first, -FP8_MAX), FP8_MAX)
+        second = tl.minimum(tl.maximum(second, -FP8_MAX), FP8_MAX)
+    if head < NUM_Q_HEADS + NUM_KV_HEADS:
+        dst = k_cache_ptr + block * stride_kcb + in_block * stride_kcs + (head - NUM_Q_HEADS) * stride_kch + dims
+        tl.store(dst, first.to(k_cache_ptr.dtype.element_ty))
+        tl.store(dst + HALF, second.to(k_cache_ptr.dtype.element_ty))
+    else:
+        dst = (v_cache_ptr + block * stride_vcb + in_block * stride_vcs
+               + (head - NUM_Q_HEADS - NUM_KV_HEADS) * stride_vch + dims)
+        tl.store(dst, first.to(v_cache_ptr.dtype.element_ty))
+        tl.store(dst + HALF, second.to(v_cache_ptr.dtype.element_ty))
+
+
 @triton.autotune(
     configs=[triton.Config({**c.kwargs, "ROW": False}, num_warps=c.num_warps, num_stages=c.num_stages)
              for c in _CONFIGS] + _ROW_CONFIGS,
-    key=["N", "K", "BLOCK_M", "ONE_ROW", "PROLOGUE"],
+    key=["N", "K", "BLOCK_M", "ONE_ROW", "PROLOGUE", "ROTARY"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
@@ -88,18 +144,35 @@ def _gemv_kernel(
     M, N, K,
     stride_xm, stride_wn, stride_ym,
     residual_ptr, norm_weight_ptr, new_residual_ptr, eps,
+    positions_ptr, cos_sin_ptr, slot_mapping_ptr, k_cache_ptr, v_cache_ptr,
+    stride_cs, stride_kcb, stride_kcs, stride_kch, stride_vcb, stride_vcs, stride_vch,
     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, ONE_ROW: tl.constexpr, PDL: tl.constexpr,
     PREFETCH_BYTES: tl.constexpr, PROLOGUE: tl.constexpr,
+    ROTARY: tl.constexpr, NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    CACHE_BLOCK: tl.constexpr, FP8_MAX: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROW: tl.constexpr,
 ):
-    first_col = tl.program_id(0) * BLOCK_N
-    cols = first_col + tl.arange(0, BLOCK_N)  # output features
+    row_bytes = stride_wn * (w_ptr.dtype.element_ty.primitive_bitwidth // 8)
+    if ROTARY:
+        # Output features of one head in rotary pairs: lane 2i is feature f + i, lane 2i + 1 its
+        # partner f + i + HEAD_DIM / 2, so the epilogue rotates without leaving the program.
+        per_head: tl.constexpr = HEAD_DIM // BLOCK_N
+        first_col = (tl.program_id(0) // per_head) * HEAD_DIM + (tl.program_id(0) % per_head) * (BLOCK_N // 2)
+        lanes = tl.arange(0, BLOCK_N)
+        cols = first_col + lanes // 2 + (lanes % 2) * (HEAD_DIM // 2)
+    else:
+        first_col = tl.program_id(0) * BLOCK_N
+        cols = first_col + tl.arange(0, BLOCK_N)  # output features
     col_mask = cols < N
     # Launched early (engine/kernels/pdl.py): the weights are no kernel's output, so this program's
     # first weight bytes stream into L2 while the kernel ahead finishes; x only after the wait.
-    triton_pdl.prefetch_rows_l2(w_ptr + first_col.to(tl.int64) * stride_wn,
-                         stride_wn * (w_ptr.dtype.element_ty.primitive_bitwidth // 8),
-                         tl.minimum(N - first_col, BLOCK_N), PREFETCH_BYTES)
+    if ROTARY:
+        for half in tl.static_range(2):
+            triton_pdl.prefetch_rows_l2(w_ptr + (first_col + half * (HEAD_DIM // 2)).to(tl.int64) * stride_wn,
+                                        row_bytes, BLOCK_N // 2, PREFETCH_BYTES)
+    else:
+        triton_pdl.prefetch_rows_l2(w_ptr + first_col.to(tl.int64) * stride_wn, row_bytes,
+                                    tl.minimum(N - first_col, BLOCK_N), PREFETCH_BYTES)
     triton_pdl.allow_dependents(PDL)
     triton_pdl.wait_for_inputs(PDL)
     if ROW:  # M == 1
@@ -120,7 +193,13 @@ def _gemv_kernel(
             y *= 1.0 / tl.sqrt(tl.sum(squares, 0) / K + eps)
         if HAS_BIAS:
             y += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-        tl.store(y_ptr + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
+        if ROTARY:
+            _rotary_epilogue(y.to(x_ptr.dtype.element_ty).to(tl.float32), first_col, y_ptr, positions_ptr, cos_sin_ptr,
+                             slot_mapping_ptr, k_cache_ptr, v_cache_ptr, stride_cs, stride_kcb, stride_kcs,
+                             stride_kch, stride_vcb, stride_vcs, stride_vch, NUM_Q_HEADS, NUM_KV_HEADS, HEAD_DIM,
+                             CACHE_BLOCK, FP8_MAX, BLOCK_N)
+        else:
+            tl.store(y_ptr + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
         return
     rows = tl.arange(0, BLOCK_M)  # batch rows, padded to the dot's minimum
     row_mask = rows < M
@@ -146,18 +225,47 @@ def _gemv_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return 0 < x.shape[0] <= MAX_ROWS and x.dim() == 2 and x.is_cuda and half and weight.stride(-1) == 1
 
 
-def _gemv(x, weight, bias, y, prologue=PLAIN, residual=None, norm_weight=None, new_residual=None, eps=0.0):
+@dataclass(frozen=True)
+class _Rotary:
+    """The rotary + KV write epilogue's operands (rms_norm_qkv_rotary)."""
+
+    num_heads: int
+    num_kv_heads: int
+    positions: torch.Tensor
+    cos_sin_cache: torch.Tensor
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
+    slot_mapping: torch.Tensor
+
+
+def _rotary_operands(x: torch.Tensor, rotary: _Rotary | None) -> tuple[list, dict]:
+    """The kernel's rotary arguments and constexprs (unused placeholders without the epilogue)."""
+    if rotary is None:
+        meta = dict(ROTARY=False, NUM_Q_HEADS=0, NUM_KV_HEADS=0, HEAD_DIM=0, CACHE_BLOCK=0, FP8_MAX=0.0)
+        return [x] * 5 + [0] * 7, meta
+    k_cache, v_cache = rotary.k_cache, rotary.v_cache
+    args = [rotary.positions, rotary.cos_sin_cache, rotary.slot_mapping, k_cache, v_cache,
+            rotary.cos_sin_cache.stride(0), *k_cache.stride()[:3], *v_cache.stride()[:3]]
+    meta = dict(ROTARY=True, NUM_Q_HEADS=rotary.num_heads, NUM_KV_HEADS=rotary.num_kv_heads,
+                HEAD_DIM=rotary.cos_sin_cache.shape[-1], CACHE_BLOCK=k_cache.shape[1], FP8_MAX=_fp8_max(k_cache.dtype))
+    return args, meta
+
+
+def _gemv(x, weight, bias, y, prologue=PLAIN, residual=None, norm_weight=None, new_residual=None, eps=0.0,
+          rotary: _Rotary | None = None):
     n, k = weight.shape
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+    rotary_args, rotary_meta = _rotary_operands(x, rotary)
     _gemv_kernel[grid](
         x, weight, bias if bias is not None else weight, y,
         x.shape[0], n, k,
         x.stride(0), weight.stride(0), y.stride(0),
         x if residual is None else residual, x if norm_weight is None else norm_weight,
         x if new_residual is None else new_residual, eps,
+        *rotary_args,
         HAS_BIAS=bias is not None, BLOCK_M=max(16, triton.next_power_of_2(x.shape[0])), ONE_ROW=x.shape[0] == 1,
         PREFETCH_BYTES=pdl.prefetch_bytes(k * weight.element_size(), weight.stride(0) * weight.element_size()),
-        PROLOGUE=prologue, **pdl.launch_options(),
+        PROLOGUE=prologue, **rotary_meta, **pdl.launch_options(),
     )
     return y
 
@@ -176,6 +284,7 @@ def linear(
 
 
 FUSE_ONE_ROW = True  # off: the fused entry points run the two kernels (scripts/probes/pdl_probe.py)
+FUSE_ROTARY = True  # off: rms_norm_qkv_rotary runs the GEMV, then the rotary + KV write kernel (probes)
 
 
 def _one_fused_row(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -215,3 +324,41 @@ def silu_and_mul_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
         return linear(silu_and_mul(x), weight, bias)
     y = torch.empty(1, weight.shape[0], dtype=x.dtype, device=x.device)
     return _gemv(x, weight, bias, y, SILU_MUL)
+
+
+def rms_norm_qkv_rotary(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    num_heads: int,
+    num_kv_heads: int,
+    positions: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rms_norm_linear into the qkv projection, then rotary_write_kv of its q, k and v heads:
+    (q rotated [T, Hq, D], the residual stream after the add). One row: a single GEMV whose
+    programs each hold rotary pairs of one head, rotate them, and store q, or k and v into the
+    cache, themselves; the projection is never stored."""
+    head_dim = cos_sin_cache.shape[-1]
+    fits = FUSE_ROTARY and _one_fused_row(x, weight) and positions.shape[0] == 1 and head_dim % 2 == 0
+    if fits and (residual is None or residual.stride(-1) == 1) and weight.shape[0] == (num_heads + 2 * num_kv_heads) * head_dim:
+        q = torch.empty(1, num_heads, head_dim, dtype=x.dtype, device=x.device)
+        rotary = _Rotary(num_heads, num_kv_heads, positions, cos_sin_cache, k_cache, v_cache, slot_mapping)
+        if residual is None:
+            _gemv(x, weight, bias, q, NORM, norm_weight=norm_weight, eps=eps, rotary=rotary)
+            return q, x
+        new_residual = torch.empty_like(x)
+        _gemv(x, weight, bias, q, ADD_NORM, residual, norm_weight, new_residual, eps, rotary=rotary)
+        return q, new_residual
+    from engine.kernels.reference import rms_norm_qkv_then_rotary
+    from engine.kernels.triton_rotary_cache import rotary_write_kv
+
+    return rms_norm_qkv_then_rotary(x, residual, norm_weight, eps, weight, bias, num_heads, num_kv_heads, positions,
+                                    cos_sin_cache, k_cache, v_cache, slot_mapping, norm_linear=rms_norm_linear,
+                                    rotary_write_kv=rotary_write_kv)

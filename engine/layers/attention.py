@@ -46,6 +46,18 @@ class Attention(nn.Module):
         Reads only meta.positions and meta.slot_mapping (a piecewise CUDA graph captures it)."""
         return self.rotate_and_cache(self.qkv_proj.forward(hidden), meta)
 
+    def norm_and_project(
+        self, norm_weight: torch.Tensor, eps: float, hidden: torch.Tensor, residual: torch.Tensor | None,
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """project of rms_norm(hidden [+ residual]): (q [T, Hq, D], the residual stream after the add)."""
+        params = self.qkv_proj._parameters  # see Linear.forward
+        return kernels.rms_norm_qkv_rotary(
+            hidden, residual, norm_weight, eps, params["weight"], params.get("bias"), self.num_heads,
+            self.num_kv_heads, meta.positions, self.rotary.cos_sin_cache, self.k_cache, self.v_cache,
+            meta.slot_mapping,
+        )
+
     def rotate_and_cache(self, qkv: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """The rest of project, from its qkv projection [T, (Hq + 2 Hkv) D] -> q [T, Hq, D]."""
         qkv = qkv.view(-1, self.num_heads + 2 * self.num_kv_heads, self.head_dim)

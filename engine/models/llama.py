@@ -45,10 +45,10 @@ class LlamaDecoderLayer(nn.Module):
     def pre_attention(self, hidden: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata):
         """(hidden, residual) -> (q [T, Hq, D], residual), this step's K/V written to the cache."""
         # The residual stream is carried apart so each norm fuses the add: (hidden, residual) -> same.
-        # Norm and projection go together: a single row (batch-1 decode) does both in one GEMV.
-        attention = self.self_attn
-        qkv, residual = _norm_then(self.input_layernorm, attention.qkv_proj, hidden, residual)
-        return attention.rotate_and_cache(qkv, meta), residual
+        # Norm, projection, rotary and the cache write go together: a single row (batch-1 decode)
+        # does all of them in one GEMV.
+        norm = self.input_layernorm
+        return self.self_attn.norm_and_project(norm._parameters["weight"], norm.eps, hidden, residual, meta)
 
     def post_attention(self, attention_out: torch.Tensor, residual: torch.Tensor):
         """(attention output [T, Hq * D], residual) -> (hidden, residual) after the MLP."""
