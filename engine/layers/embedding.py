@@ -39,6 +39,11 @@ class LMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         # [S, H] -> [S, V] in float32: sampling and logprobs need the precision. out: [S, V] float32
-        # to widen into (the decode graphs share one, rather than each keeping its own).
-        logits = kernels.linear(hidden, self.weight, None)
-        return logits.float() if out is None else out.copy_(logits)
+        # to write into (the decode graphs share one, rather than each keeping its own). The GEMV
+        # stores its float32 sums there directly (no widening kernel, no bf16 rounding); the other
+        # paths compute in the activation dtype and widen (kernels.linear).
+        if out is None:
+            if hidden.dtype == torch.float32:  # a float32 model: its sums are float32 already
+                return kernels.linear(hidden, self.weight, None)
+            out = hidden.new_empty(hidden.shape[0], self.weight.shape[0], dtype=torch.float32)
+        return kernels.linear(hidden, self.weight, None, out=out)

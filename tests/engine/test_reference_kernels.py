@@ -118,6 +118,37 @@ def test_silu_and_mul():
     torch.testing.assert_close(reference.silu_and_mul(x), torch.nn.functional.silu(x[:, :5]) * x[:, 5:])
 
 
+def test_linear_widens_into_a_given_out():
+    x, weight, bias = torch.randn(3, 16).bfloat16(), torch.randn(8, 16).bfloat16(), torch.randn(8).bfloat16()
+    out = torch.full((3, 8), float("nan"))  # float32, as the LM head's logits
+    assert reference.linear(x, weight, bias, out=out) is out
+    torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, bias).float(), atol=0, rtol=0)
+    assert reference.linear(x, weight).dtype == torch.bfloat16
+
+
+def naive_argmax(row: torch.Tensor) -> int:
+    """torch.max(dim)'s pick, written out: the first NaN if any, else the first maximal entry."""
+    values = row.tolist()
+    nans = [i for i, v in enumerate(values) if math.isnan(v)]
+    return nans[0] if nans else values.index(max(values))  # index(): -0.0 == 0.0, a tie
+
+
+def test_argmax_is_the_first_index_of_the_maximum_nan_first():
+    # The contract the Triton argmax is tested against on CUDA.
+    rows = torch.randn(8, 300, generator=torch.Generator().manual_seed(0))
+    rows[0, [250, 40]] = 9.0  # a tie: the smaller index
+    rows[1] = float("-inf")  # every entry masked: index 0
+    rows[2, :200] = float("-inf")
+    rows[3, [280, 120]] = float("nan")  # the first NaN, above every number
+    rows[4, 0], rows[4, 299] = float("inf"), -float("nan")
+    rows[5] = -1.0
+    rows[5, [290, 17]] = torch.tensor([0.0, -0.0])  # -0.0 ties with 0.0
+    rows[6] = 0.5
+    expected = [naive_argmax(row) for row in rows]
+    assert reference.argmax(rows).tolist() == expected
+    assert expected[:7] == [40, 0, expected[2], 120, 299, 17, 0] and expected[2] >= 200
+
+
 def test_lone_sequence_attention_reads_consecutive_slots():
     head_dim, block_size, seq_len = 16, 16, 37
     q, k_cache, v_cache, _, _, _, keys, values = make_batch(

@@ -40,6 +40,25 @@ def test_greedy_ties_go_to_the_first_index_like_argmax():
     assert [t.token_id for t in tokens] == [3, 0] == logits.argmax(-1).tolist()
 
 
+def test_greedy_rows_go_through_the_argmax_entry_point(monkeypatch):
+    # On CUDA, kernels.use_triton() puts the Triton argmax there; the CPU keeps the torch one.
+    from engine import kernels
+    from engine.kernels import reference
+
+    seen = []
+
+    def recording_argmax(logits):
+        seen.append(tuple(logits.shape))
+        return reference.argmax(logits)
+
+    monkeypatch.setattr(kernels, "argmax", recording_argmax)
+    logits = random_logits(3)
+    tokens = sample(logits, [seq(temperature=0.0) for _ in range(3)])
+    assert seen == [(3, VOCAB)] and [t.token_id for t in tokens] == logits.argmax(-1).tolist()
+    sample(logits[:2], [seq(temperature=0.0), seq(temperature=1.0)])  # a mixed batch: the greedy row too
+    assert seen[1:] == [(2, VOCAB)]
+
+
 def test_top_k_keeps_the_k_largest():
     logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0], [1.0, 5.0, 3.0, 4.0, 2.0]])
     filtered = apply_top_k_top_p(logits, [2, 5], [1.0, 1.0])
