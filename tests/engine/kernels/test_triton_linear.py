@@ -55,7 +55,7 @@ def test_every_single_row_config_matches_cublas(n, k, bias):
             *rotary_args,
             HAS_BIAS=b is not None, BLOCK_M=16, ONE_ROW=True, num_warps=config.num_warps,
             num_stages=config.num_stages, PREFETCH_BYTES=pdl.prefetch_bytes(2 * k, 2 * k), PROLOGUE=PLAIN,
-            **rotary_meta, **pdl.launch_options(), **config.kwargs,
+            **rotary_meta, WEIGHT_EVICTION="", **pdl.launch_options(), **config.kwargs,
         )
         assert relative_error(out, expected) <= 1e-2, config
 
