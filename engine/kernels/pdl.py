@@ -8,9 +8,15 @@ stream serialization; PTX `griddepcontrol`) a kernel is launched while the one a
 - each kernel lets its dependents launch as soon as it starts (`allow_dependents`);
 - each kernel waits (`wait_for_inputs`) before it touches anything the kernels ahead of it write,
   and before it writes anything at all;
-- what it may do before the wait is read memory no kernel of the step writes: the GEMV starts
-  pulling its first weight rows into L2 (`prefetch_rows_l2`), so the weights stream on while the
-  small kernels between two GEMVs (norm, rotary, attention) run.
+- before the wait it reads only what was written by work launched without early launch (copies,
+  ordinary kernels: the step's inputs) or by earlier steps. Such work has completed when the next
+  early-launched kernel starts (that one waits for it as any stream successor does), and each
+  early-launched kernel starts only after the one ahead of it has started, so after it too.
+  Whatever an early-launched kernel of the step writes (q, the current token's K/V row,
+  activations) is read only after the wait. So the GEMV starts pulling its first weight rows into
+  L2 (`prefetch_rows_l2`), and the weights stream on while the small kernels between two GEMVs
+  (norm, rotary, attention) run; decode attention loads seq_lens, its block table and the K/V rows
+  of the earlier tokens in its first tile.
 
 Every kernel that is launched this way calls `wait_for_inputs` on every path, even one that exits
 early: a kernel's wait covers only the kernel just ahead of it, and that kernel completes only

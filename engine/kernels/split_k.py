@@ -2,12 +2,15 @@
 
 Pure Python so the choice is tested on any machine. One program handles one (sequence, KV head,
 split); a decode batch of few sequences has too few (sequence, KV head) pairs to fill the GPU, so
-each sequence's context is cut into splits that run in parallel and are merged by a reduce kernel.
+each sequence's context is cut into splits that run in parallel, then merged
+(engine/kernels/triton_split_merge.py).
 """
 
 from __future__ import annotations
 
 # A split shorter than this spends more on writing and merging its partial result than it saves.
+# Read at each call here and at each kernel launch (as a constant of the kernels), so a probe may
+# set it: 64 gives a batch-1 program one 64-token tile instead of two.
 MIN_SPLIT_TOKENS = 128
 MAX_SPLITS = 64
 # Programs per SM to aim for: enough resident programs to hide memory latency.

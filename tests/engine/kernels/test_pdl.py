@@ -68,3 +68,61 @@ def test_graph_of_early_launched_kernels_equals_them_launched_in_turn(rows, monk
             expected = chain(x)
         torch.cuda.synchronize()
         assert torch.equal(static_out, expected)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("fused_merge", [True, False])
+@pytest.mark.parametrize("min_split", [64, 128])
+def test_graph_of_cache_writes_and_attention_equals_them_launched_in_turn(min_split, fused_merge, monkeypatch):
+    # Decode attention reads its first tile of K/V before its wait, all but the current token's row,
+    # which the cache write just ahead writes in the same step. Had it read that row before the wait
+    # too, a replay on fresh k and v would attend to the last replay's row: the outputs would differ.
+    if not pdl.ENABLED:
+        pytest.skip("needs a card with programmatic dependent launch (compute capability 9.0 or above)")
+    from engine.kernels import split_k, triton_decode_attention
+    from engine.kernels.triton_decode_attention import decode_attention
+    from engine.kernels.triton_rotary_cache import rotary_write_kv
+    from tests.engine.kernels.paged_inputs import make_paged_batch
+
+    monkeypatch.setattr(split_k, "MIN_SPLIT_TOKENS", min_split)
+    monkeypatch.setattr(triton_decode_attention, "FUSE_MERGE", fused_merge)
+    torch.manual_seed(0)
+    num_heads, num_kv_heads, head_dim, num_layers = 32, 8, 128, 4
+    # The current token first, last and inside a split's first tile, past it (577 at 128), alone (1).
+    seq_lens = [640, 520, 1, 129, 577, 70, 64]
+    batch = make_paged_batch(seq_lens, [1] * len(seq_lens), num_heads, num_kv_heads, head_dim)
+    block_size = batch.k_cache.shape[1]
+    positions = batch.seq_lens.long() - 1
+    rows = torch.arange(len(seq_lens), device="cuda")
+    slots = batch.block_tables[rows, positions // block_size].long() * block_size + positions % block_size
+    angles = torch.rand(max(seq_lens), head_dim // 2, device="cuda") * 6.3
+    cos_sin = torch.cat([angles.cos(), angles.sin()], dim=-1)  # [P, D]
+    caches = [(batch.k_cache.clone(), batch.v_cache.clone()) for _ in range(num_layers)]
+
+    def step(q, kv):  # q [B, Hq, D]; kv [layers, 2, B, Hkv, D], this step's keys and values
+        hidden = q
+        for (k_cache, v_cache), (k, v) in zip(caches, kv):
+            q_rot = rotary_write_kv(hidden, k, v, positions, cos_sin, k_cache, v_cache, slots)
+            hidden = decode_attention(q_rot, k_cache, v_cache, batch.block_tables, batch.seq_lens, batch.scale)
+        return hidden
+
+    def fresh():
+        q = torch.randn_like(batch.q)
+        return q, torch.randn(num_layers, 2, len(seq_lens), num_kv_heads, head_dim, device="cuda").bfloat16()
+
+    static_q, static_kv = fresh()
+    step(static_q, static_kv)  # compiles, and allocates the merge counters, outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = step(static_q, static_kv)
+    for _ in range(5):
+        q, kv = fresh()
+        static_q.copy_(q)
+        static_kv.copy_(kv)
+        graph.replay()
+        with monkeypatch.context() as patch:
+            patch.setattr(pdl, "ENABLED", False)
+            expected = step(q, kv)
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, expected)

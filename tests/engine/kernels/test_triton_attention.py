@@ -86,6 +86,73 @@ def test_decode_empty_sequence_writes_zeros():
         assert torch.isfinite(out[0]).all()
 
 
+# Padding rows (0), one token, block and tile boundaries, sequences too short for every split of the
+# launch (the rest of their splits stay inactive), the current token in a split's first tile (520)
+# or past it (577), long ones.
+MERGE_SEQ_LENS = [0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 520, 577, 0, 1000, 4097]
+
+
+def _counters_are_zero(device) -> bool:
+    from engine.kernels.triton_split_merge import merge_counters
+
+    return not merge_counters(device, 0).any()
+
+
+@pytest.mark.parametrize("min_split", [64, 128])
+@pytest.mark.parametrize("heads", HEAD_SHAPES)
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_fused_merge_matches_reference_and_reduce_kernel(heads, block_size, min_split, monkeypatch):
+    # The last split of a (sequence, KV head) merges the splits in the split kernel; the reduce kernel
+    # is the other way. Fresh random inputs each round, so nothing left by one launch can pass for
+    # the next one's result; every launch leaves the counters at zero.
+    from engine.kernels import split_k, triton_decode_attention
+    from engine.kernels.triton_decode_attention import decode_attention
+
+    monkeypatch.setattr(split_k, "MIN_SPLIT_TOKENS", min_split)
+    num_heads, num_kv_heads, head_dim = heads
+    gen = torch.Generator().manual_seed(hash((heads, block_size, min_split)) % 2**31)
+    for num_splits in (None, 2, 5, 64):
+        batch = make_paged_batch(
+            MERGE_SEQ_LENS, [1] * len(MERGE_SEQ_LENS), num_heads, num_kv_heads, head_dim, block_size, generator=gen,
+        )
+        live = batch.seq_lens > 0
+        outs = {}
+        for fused in (True, False):
+            monkeypatch.setattr(triton_decode_attention, "FUSE_MERGE", fused)
+            outs[fused] = decode_attention(
+                batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.seq_lens, batch.scale,
+                num_splits=num_splits, out=_poisoned(batch.q),
+            )
+            assert _counters_are_zero(batch.q.device), f"fused={fused}, num_splits={num_splits}"
+        ref = reference_attention(batch)
+        assert relative_error(outs[True][live], ref[live]) <= TOLERANCE, f"num_splits={num_splits}"
+        assert torch.equal(outs[True][~live], torch.zeros_like(outs[True][~live]))
+        # The two merges differ only in the order of float32 sums.
+        assert relative_error(outs[True], outs[False]) <= 1e-3, f"num_splits={num_splits}"
+
+
+@pytest.mark.parametrize("min_split", [64, 128])
+@pytest.mark.parametrize("tile", [32, 64, 128])
+def test_fused_merge_with_splits_shorter_than_a_tile(tile, min_split, monkeypatch):
+    # A tile longer than the split length leaves some active splits empty: their -inf log-sum-exp
+    # weighs nothing in the merge, and they still count.
+    from engine.kernels import split_k
+    from engine.kernels.triton_decode_attention import Tiling, decode_attention
+
+    monkeypatch.setattr(split_k, "MIN_SPLIT_TOKENS", min_split)
+    gen = torch.Generator().manual_seed(tile)
+    batch = make_paged_batch([256, 300, 65, 0, 2049], [1] * 5, 32, 8, 128, generator=gen)
+    ref = reference_attention(batch)
+    for num_splits in (4, 33):
+        out = decode_attention(
+            batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.seq_lens, batch.scale,
+            num_splits=num_splits, out=_poisoned(batch.q), tiling=Tiling(tile=tile),
+        )
+        assert _counters_are_zero(batch.q.device)
+        assert relative_error(out[[0, 1, 2, 4]], ref[[0, 1, 2, 4]]) <= TOLERANCE, f"num_splits={num_splits}"
+        assert torch.equal(out[3], torch.zeros_like(out[3]))
+
+
 # (context already in the cache, new query tokens) per sequence: decodes, fresh prompts, chunks
 # continuing a cached prefix, a chunk at the end of a 32k context.
 MIXED_BATCHES = [
