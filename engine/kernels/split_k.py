@@ -9,9 +9,11 @@ each sequence's context is cut into splits that run in parallel, then merged
 from __future__ import annotations
 
 # A split shorter than this spends more on writing and merging its partial result than it saves.
+# 64 gives a batch-1 program one 64-token tile (loaded before its early-launch wait) instead of
+# two: H100, batch-1 decode of the 8B shape at ~600 tokens, +1.5% over 128 (BENCHMARKS.md run 47).
 # Read at each call here and at each kernel launch (as a constant of the kernels), so a probe may
-# set it: 64 gives a batch-1 program one 64-token tile instead of two.
-MIN_SPLIT_TOKENS = 128
+# set it.
+MIN_SPLIT_TOKENS = 64
 MAX_SPLITS = 64
 # Programs per SM to aim for: enough resident programs to hide memory latency.
 PROGRAMS_PER_SM = 2

@@ -40,19 +40,13 @@ _CONFIGS = [
     ]
 ]
 # Single-row configs: a [BLOCK_N, BLOCK_K] float32 accumulator, at most 64 registers a thread.
-# PIPE: the loads of the next weight tile are issued before this one is multiplied (and the first
-# tile's before the early-launch wait), twice the weight registers.
 _ROW_CONFIGS = [
-    triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "ROW": True, "PIPE": False}, num_warps=w, num_stages=s)
+    triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "ROW": True}, num_warps=w, num_stages=s)
     for bn, bk, w, s in [
         (4, 1024, 4, 4), (8, 512, 4, 4), (8, 1024, 4, 3), (16, 512, 4, 3), (16, 256, 4, 4),
         (32, 256, 8, 4), (8, 512, 8, 4), (4, 512, 2, 4), (16, 1024, 8, 3), (32, 512, 8, 3),
     ]
-] + [
-    triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "ROW": True, "PIPE": True}, num_warps=w, num_stages=1)
-    for bn, bk, w in [(4, 1024, 4), (8, 512, 4), (8, 1024, 4), (16, 512, 4), (8, 512, 8), (16, 1024, 8)]
 ]
-PIPELINE_ROWS = True  # off: the autotuner is not offered the PIPE configs (probes; clear its cache)
 
 
 def _prune(configs, named_args, **kwargs):
@@ -60,8 +54,6 @@ def _prune(configs, named_args, **kwargs):
     was once picked for one row in a timing tie, and the decode step ran 5% slower in its graph."""
     one_row = kwargs.get("ONE_ROW", named_args.get("ONE_ROW"))
     configs = [c for c in configs if bool(one_row) == c.kwargs.get("ROW", False)]
-    if not PIPELINE_ROWS:
-        configs = [c for c in configs if not c.kwargs["PIPE"]]
     if kwargs.get("ROTARY", named_args.get("ROTARY")):  # a program holds whole rotary pairs of one head
         half = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM")) // 2
         configs = [c for c in configs if c.kwargs["BLOCK_N"] <= 2 * half and half % (c.kwargs["BLOCK_N"] // 2) == 0]
@@ -141,7 +133,7 @@ def _rotary_epilogue(
 
 
 @triton.autotune(
-    configs=[triton.Config({**c.kwargs, "ROW": False, "PIPE": False}, num_warps=c.num_warps, num_stages=c.num_stages)
+    configs=[triton.Config({**c.kwargs, "ROW": False}, num_warps=c.num_warps, num_stages=c.num_stages)
              for c in _CONFIGS] + _ROW_CONFIGS,
     key=["N", "K", "BLOCK_M", "ONE_ROW", "PROLOGUE", "ROTARY"],
     prune_configs_by={"early_config_prune": _prune},
@@ -158,7 +150,7 @@ def _gemv_kernel(
     PREFETCH_BYTES: tl.constexpr, PROLOGUE: tl.constexpr,
     ROTARY: tl.constexpr, NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
     CACHE_BLOCK: tl.constexpr, FP8_MAX: tl.constexpr, WEIGHT_EVICTION: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROW: tl.constexpr, PIPE: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROW: tl.constexpr,
 ):
     row_bytes = stride_wn * (w_ptr.dtype.element_ty.primitive_bitwidth // 8)
     if ROTARY:
@@ -174,21 +166,14 @@ def _gemv_kernel(
     col_mask = cols < N
     w_row_ptrs = w_ptr + cols.to(tl.int64)[:, None] * stride_wn
     # Launched early (engine/kernels/pdl.py): the weights are no kernel's output, so this program's
-    # first weight bytes stream in while the kernel ahead finishes; x only after the wait. PIPE:
-    # the first tile into registers, and the L2 prefetch covers the bytes after it.
-    skip: tl.constexpr = BLOCK_K if (ROW and PIPE) else 0
-    fits = K * (w_ptr.dtype.element_ty.primitive_bitwidth // 8) >= skip * (w_ptr.dtype.element_ty.primitive_bitwidth // 8) + PREFETCH_BYTES
+    # first weight bytes stream into L2 while the kernel ahead finishes; x only after the wait.
     if ROTARY:
         for half in tl.static_range(2):
-            triton_pdl.prefetch_rows_l2(w_ptr + (first_col + half * (HEAD_DIM // 2)).to(tl.int64) * stride_wn + skip,
-                                        row_bytes, tl.where(fits, BLOCK_N // 2, 0), PREFETCH_BYTES)
+            triton_pdl.prefetch_rows_l2(w_ptr + (first_col + half * (HEAD_DIM // 2)).to(tl.int64) * stride_wn,
+                                        row_bytes, BLOCK_N // 2, PREFETCH_BYTES)
     else:
-        triton_pdl.prefetch_rows_l2(w_ptr + first_col.to(tl.int64) * stride_wn + skip, row_bytes,
-                                    tl.where(fits, tl.minimum(N - first_col, BLOCK_N), 0), PREFETCH_BYTES)
-    if ROW and PIPE:
-        ks = tl.arange(0, BLOCK_K)
-        w_next = tl.load(w_row_ptrs + ks[None, :], mask=col_mask[:, None] & (ks < K)[None, :], other=0.0,
-                         eviction_policy=WEIGHT_EVICTION)
+        triton_pdl.prefetch_rows_l2(w_ptr + first_col.to(tl.int64) * stride_wn, row_bytes,
+                                    tl.minimum(N - first_col, BLOCK_N), PREFETCH_BYTES)
     triton_pdl.allow_dependents(PDL)
     triton_pdl.wait_for_inputs(PDL)
     if ROW:  # M == 1
@@ -197,14 +182,8 @@ def _gemv_kernel(
         for k_start in range(0, K, BLOCK_K):
             ks = k_start + tl.arange(0, BLOCK_K)
             k_mask = ks < K
-            if PIPE:  # the next tile's loads are in flight while this one is multiplied
-                w = w_next
-                w_next = tl.load(w_row_ptrs + (ks + BLOCK_K)[None, :],
-                                 mask=col_mask[:, None] & (ks + BLOCK_K < K)[None, :], other=0.0,
-                                 eviction_policy=WEIGHT_EVICTION)
-            else:
-                w = tl.load(w_row_ptrs + ks[None, :], mask=col_mask[:, None] & k_mask[None, :], other=0.0,
-                            eviction_policy=WEIGHT_EVICTION)
+            w = tl.load(w_row_ptrs + ks[None, :], mask=col_mask[:, None] & k_mask[None, :], other=0.0,
+                        eviction_policy=WEIGHT_EVICTION)
             x = _prologue(x_ptr, residual_ptr, norm_weight_ptr, new_residual_ptr, ks, k_mask, K, PROLOGUE)
             if PROLOGUE == NORM or PROLOGUE == ADD_NORM:
                 squares += x * x
@@ -225,12 +204,11 @@ def _gemv_kernel(
         return
     rows = tl.arange(0, BLOCK_M)  # batch rows, padded to the dot's minimum
     row_mask = rows < M
-    w_rows = w_row_ptrs
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k_start in range(0, K, BLOCK_K):
         ks = k_start + tl.arange(0, BLOCK_K)
         k_mask = ks < K
-        w = tl.load(w_rows + ks[None, :], mask=col_mask[:, None] & k_mask[None, :], other=0.0,
+        w = tl.load(w_row_ptrs + ks[None, :], mask=col_mask[:, None] & k_mask[None, :], other=0.0,
                     eviction_policy=WEIGHT_EVICTION)  # [BLOCK_N, BLOCK_K]
         x = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :], mask=row_mask[:, None] & k_mask[None, :], other=0.0)
         acc += tl.dot(x, tl.trans(w))  # [BLOCK_M, BLOCK_N]
@@ -307,8 +285,9 @@ def linear(
 
 
 # L2 eviction hint of the weight loads: every weight byte is read once a step, so "evict_first"
-# leaves L2 to what is read again (activations, the next GEMV's prefetched rows); "" is the default.
-WEIGHT_EVICTION = ""
+# leaves L2 to what is read again (activations, the KV cache, the next GEMV's prefetched rows).
+# H100, batch-1 decode of the 8B shape: +1.3% over no hint (BENCHMARKS.md run 47). "": no hint.
+WEIGHT_EVICTION = "evict_first"
 FUSE_ONE_ROW = True  # off: the fused entry points run the two kernels (scripts/probes/pdl_probe.py)
 FUSE_ROTARY = True  # off: rms_norm_qkv_rotary runs the GEMV, then the rotary + KV write kernel (probes)
 

@@ -118,7 +118,8 @@ def test_qkv_with_rotary_matches_the_ops_in_turn(with_residual, cache_dtype, hea
     cos_sin = RotaryEmbedding(head_dim, 4096, 500000.0).cos_sin_cache.cuda()
     positions = torch.tensor([1234], device="cuda")
     slots = torch.tensor([slot], device="cuda")
-    caches = [torch.randn(6, 16, kv_heads, head_dim, device="cuda").to(cache_dtype) for _ in range(4)]
+    caches = [torch.randn(6, 16, kv_heads, head_dim, device="cuda").to(cache_dtype) for _ in range(2)]
+    caches += [cache.clone() for cache in caches]  # the same starting cache for the ops in turn
 
     q, new_residual = rms_norm_qkv_rotary(x, residual, norm_weight, 1e-5, weight, b, heads, kv_heads, positions,
                                           cos_sin, caches[0], caches[1], slots)
