@@ -84,7 +84,7 @@ def _decode_split_kernel(
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, DIRECT: tl.constexpr, MERGE: tl.constexpr,
     BLOCK_GROUP: tl.constexpr, CHUNK_S: tl.constexpr, MIN_SPLIT: tl.constexpr,
-    HEAD_MAJOR: tl.constexpr, PDL: tl.constexpr,
+    HEAD_MAJOR: tl.constexpr, PRELOAD: tl.constexpr, PDL: tl.constexpr,
 ):
     triton_pdl.allow_dependents(PDL)
     if HEAD_MAJOR:
@@ -102,24 +102,25 @@ def _decode_split_kernel(
     start = split * split_len  # an inactive split starts at or past seq_len: it loads nothing
     end = tl.minimum(start + split_len, seq_len)
 
-    # The first tile, before the wait: the rows of earlier tokens (engine/kernels/pdl.py).
     dims = tl.arange(0, BLOCK_D)
     dim_mask = dims < HEAD_DIM
     table = block_tables_ptr + seq.to(tl.int64) * stride_bt
-    pos = start + tl.arange(0, TILE)
-    pos_mask = pos < end
-    block, in_block = _blocks(table, pos, pos_mask, BLOCK_SIZE)
-    k_rows = k_cache_ptr + (block * stride_kb + in_block * stride_ks + kv_head * stride_kh)[:, None] + dims[None, :]
-    v_rows = v_cache_ptr + (block * stride_vb + in_block * stride_vs + kv_head * stride_vh)[:, None] + dims[None, :]
-    last = seq_len - 1  # the current token
-    earlier = (pos_mask & (pos < last))[:, None] & dim_mask[None, :]
-    k = tl.load(k_rows, mask=earlier, other=0.0)  # [TILE, BLOCK_D]
-    v = tl.load(v_rows, mask=earlier, other=0.0)
-    # The current token's row, if in this tile: its address now, the row itself after the wait.
-    last_in_tile = (last >= start) & (last < end) & (last < start + TILE)
-    last_block, last_in_block = _blocks(table, last, last_in_tile, BLOCK_SIZE)
-    k_last = k_cache_ptr + last_block * stride_kb + last_in_block * stride_ks + kv_head * stride_kh + dims
-    v_last = v_cache_ptr + last_block * stride_vb + last_in_block * stride_vs + kv_head * stride_vh + dims
+    if PRELOAD:
+        # The first tile, before the wait: the rows of earlier tokens (engine/kernels/pdl.py).
+        pos = start + tl.arange(0, TILE)
+        pos_mask = pos < end
+        block, in_block = _blocks(table, pos, pos_mask, BLOCK_SIZE)
+        k_rows = k_cache_ptr + (block * stride_kb + in_block * stride_ks + kv_head * stride_kh)[:, None] + dims[None, :]
+        v_rows = v_cache_ptr + (block * stride_vb + in_block * stride_vs + kv_head * stride_vh)[:, None] + dims[None, :]
+        last = seq_len - 1  # the current token
+        earlier = (pos_mask & (pos < last))[:, None] & dim_mask[None, :]
+        k = tl.load(k_rows, mask=earlier, other=0.0)  # [TILE, BLOCK_D]
+        v = tl.load(v_rows, mask=earlier, other=0.0)
+        # The current token's row, if in this tile: its address now, the row itself after the wait.
+        last_in_tile = (last >= start) & (last < end) & (last < start + TILE)
+        last_block, last_in_block = _blocks(table, last, last_in_tile, BLOCK_SIZE)
+        k_last = k_cache_ptr + last_block * stride_kb + last_in_block * stride_ks + kv_head * stride_kh + dims
+        v_last = v_cache_ptr + last_block * stride_vb + last_in_block * stride_vs + kv_head * stride_vh + dims
     triton_pdl.wait_for_inputs(PDL)  # every path waits, the inactive splits too
     if split >= num_active:
         return
@@ -134,13 +135,16 @@ def _decode_split_kernel(
     m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
-    if start < end:
-        # The current token's row, written by the kernel just ahead, completes the first tile.
-        current = (pos == last)[:, None]
-        k = tl.where(current, tl.load(k_last, mask=dim_mask & last_in_tile, other=0.0)[None, :], k)
-        v = tl.where(current, tl.load(v_last, mask=dim_mask & last_in_tile, other=0.0)[None, :], v)
-        m_i, l_i, acc = _attend(q, k, v, pos_mask, m_i, l_i, acc, scale_log2)
-    for tile_start in range(start + TILE, end, TILE):
+    loop_start = start
+    if PRELOAD:
+        if start < end:
+            # The current token's row, written by the kernel just ahead, completes the first tile.
+            current = (pos == last)[:, None]
+            k = tl.where(current, tl.load(k_last, mask=dim_mask & last_in_tile, other=0.0)[None, :], k)
+            v = tl.where(current, tl.load(v_last, mask=dim_mask & last_in_tile, other=0.0)[None, :], v)
+            m_i, l_i, acc = _attend(q, k, v, pos_mask, m_i, l_i, acc, scale_log2)
+        loop_start = start + TILE
+    for tile_start in range(loop_start, end, TILE):
         pos = tile_start + tl.arange(0, TILE)
         pos_mask = pos < end
         kv_mask = pos_mask[:, None] & dim_mask[None, :]
@@ -233,7 +237,7 @@ def decode_attention(
         num_splits,
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_SIZE=block_size, TILE=tiling.tile,
-        DIRECT=num_splits == 1, MERGE=fused, BLOCK_GROUP=triton.next_power_of_2(group),
+        DIRECT=num_splits == 1, MERGE=fused, PRELOAD=num_splits > 1, BLOCK_GROUP=triton.next_power_of_2(group),
         CHUNK_S=merge_chunk(group, num_splits, head_dim), MIN_SPLIT=split_k.MIN_SPLIT_TOKENS,
         HEAD_MAJOR=tiling.head_major, num_warps=tiling.num_warps, num_stages=tiling.num_stages,
         **pdl.launch_options(),
