@@ -32,8 +32,8 @@ def assert_buffers_reset(device) -> None:
     assert keys.eq(triton_argmax._EMPTY_KEY).all(), "a row's key was left set"
 
 
-@pytest.mark.parametrize("rows", [1, 3, 64, 300])  # 300: more rows than the first buffers hold
-@pytest.mark.parametrize("vocab", [1, 50, 512, 1000, 1025, 49152, 70001, 128256])
+@pytest.mark.parametrize("rows", [1, 3, 300])  # 300: more rows than the first buffers hold
+@pytest.mark.parametrize("vocab", [1, 1025, 49152, 70001, 128256])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_random_rows_match_the_reference(rows, vocab, dtype):
     gen = torch.Generator(device="cuda").manual_seed(rows * 100003 + vocab)
