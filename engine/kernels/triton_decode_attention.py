@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from engine.kernels import pdl, split_k, triton_pdl
-from engine.kernels.triton_split_merge import merge_chunk, merge_counters, merge_splits, reduce_splits
+from engine.kernels.triton_split_merge import fold_tile, merge_chunk, merge_counters, merge_splits, reduce_splits
 
 LOG2E = 1.4426950408889634
 # Off: a second kernel merges the splits. Read at each launch, so a probe can compare the two.
@@ -60,12 +60,8 @@ def _attend(q, k, v, pos_mask, m_i, l_i, acc, scale_log2):
     v = v.to(q.dtype)
     scores = tl.dot(q, tl.trans(k)) * scale_log2  # [BLOCK_H, TILE], log2 domain
     scores = tl.where(pos_mask[None, :], scores, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(scores, 1))
-    p = tl.exp2(scores - m_new[:, None])
-    alpha = tl.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    return m_new, l_i, acc
+    acc, m_i, l_i = fold_tile(scores, v, m_i, l_i, acc)
+    return m_i, l_i, acc
 
 
 # Not specialised on value: a mixed step's decodes bring any table width and split count, and each

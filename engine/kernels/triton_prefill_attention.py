@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from engine.kernels.triton_split_merge import fold_tile
+
 LOG2E = 1.4426950408889634
 
 
@@ -73,13 +75,8 @@ def _attend_tile(
     if MASKED:
         visible = (pos[None, :] <= q_pos[:, None]) & pos_mask[None, :]
         scores = tl.where(visible, scores, float("-inf"))
-    # Position 0 is visible to every row, so m_new is finite from the first tile on.
-    m_new = tl.maximum(m_i, tl.max(scores, 1))
-    p = tl.exp2(scores - m_new[:, None])
-    alpha = tl.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    return acc, m_new, l_i
+    # Position 0 is visible to every row, so the running max is finite from the first tile on.
+    return fold_tile(scores, v, m_i, l_i, acc)
 
 
 # Not specialised on value: first_seq (a mixed step's decode count) and the block-table width

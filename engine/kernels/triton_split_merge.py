@@ -21,6 +21,19 @@ MERGE_CHUNK_ELEMENTS = 8192
 
 
 @triton.jit
+def fold_tile(scores, v, m_i, l_i, acc):
+    """One tile of online softmax (flash attention): scores [rows, tile] in the log2 domain, hidden
+    entries -inf, and v [tile, D] folded into each row's running max m_i, exp-sum l_i and output
+    acc. Returns (acc, m_i, l_i). The decode and prefill kernels share it."""
+    m_new = tl.maximum(m_i, tl.max(scores, 1))
+    p = tl.exp2(scores - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
 def merge_splits(
     part_out_ptr, part_lse_ptr, out_ptr, first_row, num_splits, num_active, stride_oh,
     HEADS: tl.constexpr, BLOCK_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
