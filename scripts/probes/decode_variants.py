@@ -12,6 +12,7 @@ from engine.bench_gpu_engine import _drive, _prompt
 from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.models.dummy import write_dummy_model
+from engine.types import SamplingParams
 
 
 def batch1_engine() -> Engine:
@@ -48,3 +49,25 @@ def print_rates(rates: dict[str, list[float]]) -> None:
     for name, samples in rates.items():
         med = statistics.median(samples)
         print(f"{name:<22} {med:12.1f} {med / base:14.3f}  {[round(r, 1) for r in samples]}")
+
+
+class GreedyTokens:
+    """An `after` for compare_decode: each variant's first 64 greedy tokens of the prompt, kept in
+    .tokens by variant name (its first round only)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.tokens: dict[str, list[int]] = {}
+
+    def __call__(self, name: str, prompt: list[int]) -> None:
+        if name in self.tokens:
+            return
+        self.engine.add_request("greedy", prompt, SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True))
+        out: list[int] = []
+        while self.engine.has_unfinished():
+            for step in self.engine.step():
+                out.extend(step.new_token_ids)
+        self.tokens[name] = out
+
+    def equal_to(self, name: str) -> dict[str, bool]:
+        return {other: tokens == self.tokens[name] for other, tokens in self.tokens.items()}

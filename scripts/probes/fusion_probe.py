@@ -16,15 +16,15 @@ between variants, so random weights may flip a near tie).
 import sys
 
 import torch
-from decode_variants import batch1_engine, compare_decode, print_rates
+from decode_variants import GreedyTokens, batch1_engine, compare_decode, print_rates
 
 from engine import kernels
 from engine.kernels import reference, split_k, triton_decode_attention, triton_linear, triton_ops
-from engine.types import SamplingParams
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 print(torch.cuda.get_device_name(), flush=True)
 engine = batch1_engine()
+greedy = GreedyTokens(engine)
 
 
 def variant(off: str):
@@ -37,21 +37,7 @@ def variant(off: str):
     return use
 
 
-tokens: dict[str, list[int]] = {}
-
-
-def greedy(name: str, ids: list[int]) -> None:
-    if name in tokens:
-        return
-    engine.add_request("greedy", ids, SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True))
-    out: list[int] = []
-    while engine.has_unfinished():
-        for step in engine.step():
-            out.extend(step.new_token_ids)
-    tokens[name] = out
-
-
 variants = {"all": variant("")} | {f"-{name}": variant(name) for name in ("rotary", "merge", "split64", "argmax", "evict")}
 rates = compare_decode(engine, variants, rounds, after=greedy)
-print("greedy tokens equal to 'all':", {name: toks == tokens["all"] for name, toks in tokens.items()})
+print("greedy tokens equal to 'all':", greedy.equal_to("all"))
 print_rates(rates)

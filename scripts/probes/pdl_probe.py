@@ -9,15 +9,15 @@ norm and SwiGLU round differently.
 import sys
 
 import torch
-from decode_variants import batch1_engine, compare_decode, print_rates
+from decode_variants import GreedyTokens, batch1_engine, compare_decode, print_rates
 
 from engine.kernels import pdl, triton_linear
 from engine.kernels.triton_linear import _gemv_kernel
-from engine.types import SamplingParams
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 print("PDL supported:", pdl.ENABLED, torch.cuda.get_device_name(), flush=True)
 engine = batch1_engine()
+greedy = GreedyTokens(engine)
 
 
 def knobs(enabled: bool, prefetch: int, fused: bool):
@@ -28,24 +28,10 @@ def knobs(enabled: bool, prefetch: int, fused: bool):
     return use
 
 
-tokens: dict[str, list[int]] = {}
-
-
-def greedy(name: str, ids: list[int]) -> None:
-    if name in tokens:
-        return
-    engine.add_request("greedy", ids, SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True))
-    out: list[int] = []
-    while engine.has_unfinished():
-        for step in engine.step():
-            out.extend(step.new_token_ids)
-    tokens[name] = out
-
-
 variants = {"off": knobs(False, 0, False), "pdl": knobs(True, 1024, False), "pdl fused": knobs(True, 1024, True),
             "fused": knobs(False, 0, True)}
 rates = compare_decode(engine, variants, rounds, after=greedy)
-print("greedy tokens equal to 'off':", {name: toks == tokens["off"] for name, toks in tokens.items()})
+print("greedy tokens equal to 'off':", greedy.equal_to("off"))
 print_rates(rates)
 print("GEMV configs (the same in every variant):")
 for key, config in _gemv_kernel.cache.items():
