@@ -56,7 +56,7 @@ def _prune(configs, named_args, **kwargs):
     configs = [c for c in configs if bool(one_row) == c.kwargs.get("ROW", False)]
     if kwargs.get("ROTARY", named_args.get("ROTARY")):  # a program holds whole rotary pairs of one head
         half = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM")) // 2
-        configs = [c for c in configs if c.kwargs["BLOCK_N"] <= 2 * half and half % (c.kwargs["BLOCK_N"] // 2) == 0]
+        configs = [c for c in configs if half % (c.kwargs["BLOCK_N"] // 2) == 0]
     return configs
 
 
@@ -135,7 +135,7 @@ def _rotary_epilogue(
 @triton.autotune(
     configs=[triton.Config({**c.kwargs, "ROW": False}, num_warps=c.num_warps, num_stages=c.num_stages)
              for c in _CONFIGS] + _ROW_CONFIGS,
-    key=["N", "K", "BLOCK_M", "ONE_ROW", "PROLOGUE", "ROTARY"],
+    key=["N", "K", "BLOCK_M", "ONE_ROW", "PROLOGUE", "ROTARY", "HEAD_DIM"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
@@ -226,6 +226,12 @@ def _gemv_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return 0 < x.shape[0] <= MAX_ROWS and x.dim() == 2 and x.is_cuda and half and weight.stride(-1) == 1
 
 
+# L2 eviction hint of the weight loads: every weight byte is read once a step, so "evict_first"
+# leaves L2 to what is read again (activations, the KV cache, the next GEMV's prefetched rows).
+# H100, batch-1 decode of the 8B shape: +1.3% over no hint (BENCHMARKS.md run 47). "": no hint.
+WEIGHT_EVICTION = "evict_first"
+
+
 @dataclass(frozen=True)
 class _Rotary:
     """The rotary + KV write epilogue's operands (rms_norm_qkv_rotary)."""
@@ -275,7 +281,8 @@ def linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """x [T, K], weight [N, K], bias [N] | None -> [T, N]; GEMV for T <= MAX_ROWS, cuBLAS above.
-    out: [T, N] to write into (tests pass a poisoned one)."""
+    out: [T, N] to write into, unit stride along N; it may be wider than x (float32 logits: the GEMV
+    stores its float32 sums there, cuBLAS's result is widened)."""
     if not _gemv_fits(x, weight):
         y = F.linear(x, weight, bias)
         return y if out is None else out.copy_(y)
@@ -284,10 +291,6 @@ def linear(
     return _gemv(x, weight, bias, y)
 
 
-# L2 eviction hint of the weight loads: every weight byte is read once a step, so "evict_first"
-# leaves L2 to what is read again (activations, the KV cache, the next GEMV's prefetched rows).
-# H100, batch-1 decode of the 8B shape: +1.3% over no hint (BENCHMARKS.md run 47). "": no hint.
-WEIGHT_EVICTION = "evict_first"
 FUSE_ONE_ROW = True  # off: the fused entry points run the two kernels (scripts/probes/pdl_probe.py)
 FUSE_ROTARY = True  # off: rms_norm_qkv_rotary runs the GEMV, then the rotary + KV write kernel (probes)
 
@@ -351,8 +354,10 @@ def rms_norm_qkv_rotary(
     programs each hold rotary pairs of one head, rotate them, and store q, or k and v into the
     cache, themselves; the projection is never stored."""
     head_dim = cos_sin_cache.shape[-1]
-    fits = FUSE_ROTARY and _one_fused_row(x, weight) and positions.shape[0] == 1 and head_dim % 2 == 0
-    if fits and (residual is None or residual.stride(-1) == 1) and weight.shape[0] == (num_heads + 2 * num_kv_heads) * head_dim:
+    # head_dim % 8: the configs of BLOCK_N 4 and 8 always hold whole pairs of one head (_prune)
+    fits = FUSE_ROTARY and _one_fused_row(x, weight) and positions.shape[0] == 1 and head_dim % 8 == 0
+    fits = fits and weight.shape[0] == (num_heads + 2 * num_kv_heads) * head_dim
+    if fits and (residual is None or residual.stride(-1) == 1):
         q = torch.empty(1, num_heads, head_dim, dtype=x.dtype, device=x.device)
         rotary = _Rotary(num_heads, num_kv_heads, positions, cos_sin_cache, k_cache, v_cache, slot_mapping)
         if residual is None:

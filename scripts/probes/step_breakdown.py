@@ -1,12 +1,14 @@
-"""Where a batch-1 decode step's GPU time goes (a probe, not a benchmark): the kernels of the
-decode graph in launch order, timed by torch.profiler without early launch (with it, a kernel's
-span includes its wait), averaged over the 32 layers; then each GEMV shape alone, as a CUDA graph
-over enough copies of its weight that nothing stays in L2, against a large reduction's read rate.
+"""Where a batch-1 decode step's GPU time goes (a probe, not a benchmark): first each GEMV shape
+alone, as a CUDA graph over enough copies of its weight that nothing stays in L2, against a large
+reduction's read rate; then the kernels of one decode step in launch order and summed by name,
+timed by torch.profiler, with early launch off and on (with it, a kernel's span includes its wait,
+so only the off table gives each kernel's own time).
 
     python scripts/probes/step_breakdown.py
 """
 
 import collections
+import random
 import statistics
 
 import torch
@@ -16,7 +18,6 @@ from engine.bench_gpu_engine import _prompt
 from engine.kernels import pdl
 from engine.kernels.triton_linear import linear
 from engine.types import SamplingParams
-import random
 
 
 def graph_ms(fn, replays: int = 20) -> float:
@@ -65,7 +66,7 @@ def step_kernels(engine, steps: int = 6) -> tuple[list[tuple[str, float]], float
         engine.step()
     events = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
                     key=lambda e: e.time_range.start)
-    # One step: the events between two consecutive kernels of the most frequent first-layer name.
+    # Every step launches the same kernels: one step is a slice of len(events) / steps of them.
 
     per_step = len(events) // steps
     one = events[per_step * (steps // 2): per_step * (steps // 2 + 1)]
@@ -103,22 +104,25 @@ def gemv_alone() -> None:
         weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
         x = x_big[:, :k].contiguous()
         y = torch.empty(1, n, device="cuda", dtype=torch.bfloat16)
-        for enabled in (False, True):
+        for enabled in sorted({False, SUPPORTED}):
             pdl.ENABLED = enabled
             ms = graph_ms(lambda: [linear(x, w, out=y) for w in weights])
             us = 1000 * ms / copies
             print(f"{name:10s} {int(enabled):4d} {us:8.1f} {n * k * 2 / us / 1e6:6.3f}", flush=True)
         weights = None
+    pdl.ENABLED = SUPPORTED
     big = torch.randn(1 << 30, device="cuda", dtype=torch.bfloat16)
     ms = graph_ms(lambda: big.sum())
     print(f"reduction read rate: {2 * big.numel() / ms / 1e9:.3f} TB/s")
 
 
+SUPPORTED = pdl.ENABLED  # early launch on this card
 print(torch.cuda.get_device_name(), flush=True)
 gemv_alone()
 engine = batch1_engine()
-for enabled in (False, True):
+for enabled in sorted({False, SUPPORTED}):
     pdl.ENABLED = enabled
     kernels, wall = step_kernels(engine)
     print(f"\n## PDL {enabled}: step {wall:.3f} ms ({1000 / wall:.1f} tok/s)")
     summarize(kernels)
+pdl.ENABLED = SUPPORTED

@@ -126,3 +126,57 @@ def test_graph_of_cache_writes_and_attention_equals_them_launched_in_turn(min_sp
             expected = step(q, kv)
         torch.cuda.synchronize()
         assert torch.equal(static_out, expected)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("seq_len", [300, 64])
+def test_graph_of_batch1_layers_equals_them_launched_in_turn(seq_len, monkeypatch):
+    # The batch-1 decode path: the qkv GEMV writes this step's K/V from its epilogue, then decode
+    # attention reads the earlier rows before its wait and the current one after, then the o GEMV.
+    # A replay on fresh hidden states must match the same kernels launched in turn, bit for bit.
+    if not pdl.ENABLED:
+        pytest.skip("needs a card with programmatic dependent launch (compute capability 9.0 or above)")
+    from engine.kernels.triton_decode_attention import decode_attention
+    from engine.kernels.triton_linear import linear, rms_norm_qkv_rotary
+    from tests.engine.kernels.paged_inputs import make_paged_batch
+
+    torch.manual_seed(0)
+    hidden, num_heads, num_kv_heads, head_dim, num_layers = 1024, 8, 2, 128, 3
+    batch = make_paged_batch([seq_len], [1], num_heads, num_kv_heads, head_dim)
+    block_size = batch.k_cache.shape[1]
+    positions = batch.seq_lens.long() - 1
+    slots = batch.block_tables[0, positions // block_size].long() * block_size + positions % block_size
+    angles = torch.rand(seq_len, head_dim // 2, device="cuda") * 6.3
+    cos_sin = torch.cat([angles.cos(), angles.sin()], dim=-1)  # [P, D]
+
+    def weights(*shape):
+        return (torch.randn(*shape, device="cuda") * 0.03).bfloat16()
+
+    qkv_rows = (num_heads + 2 * num_kv_heads) * head_dim
+    layers = [(weights(hidden) + 1, weights(qkv_rows, hidden), weights(hidden, num_heads * head_dim),
+               batch.k_cache.clone(), batch.v_cache.clone()) for _ in range(num_layers)]
+
+    def step(x):
+        states, residual = x, None
+        for norm, qkv, o, k_cache, v_cache in layers:
+            q, residual = rms_norm_qkv_rotary(states, residual, norm, 1e-5, qkv, None, num_heads, num_kv_heads,
+                                              positions, cos_sin, k_cache, v_cache, slots)
+            attended = decode_attention(q, k_cache, v_cache, batch.block_tables, batch.seq_lens, batch.scale)
+            states = linear(attended.view(1, -1), o)
+        return states
+
+    static_x = torch.randn(1, hidden, device="cuda").bfloat16()
+    step(static_x)  # autotunes, compiles and allocates outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = step(static_x)
+    for _ in range(5):
+        x = torch.randn(1, hidden, device="cuda").bfloat16()
+        static_x.copy_(x)
+        graph.replay()
+        with monkeypatch.context() as patch:
+            patch.setattr(pdl, "ENABLED", False)
+            expected = step(x)
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, expected)

@@ -21,7 +21,7 @@ from engine.kernels import reference, triton_argmax
 
 def check(logits):
     out = torch.full((logits.shape[0],), -7, dtype=torch.int64)
-    assert triton_argmax.argmax(logits, out=out) is out
+    assert triton_argmax.launch(logits, out=out) is out
     assert out.tolist() == reference.argmax(logits).tolist(), (out.tolist(), reference.argmax(logits).tolist())
     keys, counters = triton_argmax._buffers[logits.device]
     assert not counters.any() and keys.eq(triton_argmax._EMPTY_KEY).all()
@@ -59,3 +59,18 @@ def test_interpreted_kernel_matches_the_reference():
     done = subprocess.run([sys.executable, "-c", CASES], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs Triton")
+def test_cpu_logits_take_torchs_argmax_and_no_buffers():
+    # use_triton() swaps the entry points for the whole process; CPU logits must still work.
+    import torch
+
+    from engine.kernels import triton_argmax
+
+    logits = torch.randn(2, 50)
+    logits[1, [3, 40]] = 9.0  # a tie: the first index
+    out = torch.full((2,), -7, dtype=torch.int64)
+    assert triton_argmax.argmax(logits, out=out) is out
+    assert out.tolist() == logits.max(dim=-1).indices.tolist() and out[1] == 3
+    assert torch.device("cpu") not in triton_argmax._buffers
