@@ -67,13 +67,19 @@ def rms_norm(
 
 
 @triton.jit
+def rotate_pair(x1, x2, cos, sin):
+    """Neox rotary of element i (x1) with its partner i + D/2 (x2), float32: both rotated."""
+    return x1 * cos - x2 * sin, x2 * cos + x1 * sin
+
+
+@triton.jit
 def _rotate_neox(src, mask, cos, sin, HALF: tl.constexpr):
     # src [heads, D/2]: pointers to the first half of each head's row; cos, sin [1, D/2] float32.
-    # Neox pairs element i with i + D/2; returns both rotated halves, float32, for the caller to
-    # store (the fused kernel rounds and writes k into the cache instead).
+    # Returns both rotated halves, float32, for the caller to store (the fused kernel rounds and
+    # writes k into the cache instead).
     x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
-    return x1 * cos - x2 * sin, x2 * cos + x1 * sin
+    return rotate_pair(x1, x2, cos, sin)
 
 
 @triton.jit

@@ -23,6 +23,7 @@ import triton.language as tl
 
 from engine.kernels import pdl, triton_pdl
 from engine.kernels.triton_cache import _fp8_max
+from engine.kernels.triton_rotary_cache import rotary_epilogue
 
 # Up to this many rows the GEMV streams the weights at least as fast as cuBLAS (H100, Llama-3.1-8B's
 # layers, `python -m engine.bench_gpu_micro 1,16,32,64`: 5.41 / 5.52 / 5.54 / 5.65 ms a step
@@ -83,53 +84,6 @@ def _prologue(x_ptr, residual_ptr, norm_weight_ptr, new_residual_ptr, ks, k_mask
         x = (x.to(tl.float32) + tl.load(residual_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)).to(x.dtype)
         tl.store(new_residual_ptr + ks, x, mask=k_mask & (tl.program_id(0) == 0))
     return x.to(tl.float32)
-
-
-@triton.jit
-def _rotary_epilogue(
-    y, first_col, q_out_ptr, positions_ptr, cos_sin_ptr, slot_mapping_ptr, k_cache_ptr, v_cache_ptr,
-    stride_cs, stride_kcb, stride_kcs, stride_kch, stride_vcb, stride_vcs, stride_vch,
-    NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, CACHE_BLOCK: tl.constexpr,
-    FP8_MAX: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """What the rotary + KV write kernel does with one row's qkv projection, for this program's
-    BLOCK_N / 2 rotary pairs of one head (y [BLOCK_N] float32, rounded as the projection is
-    stored, in pair order): a q head is rotated into q_out [Hq * D]; a k head is rotated and a v
-    head copied into the cache at slot_mapping[0] (none for a negative slot)."""
-    HALF: tl.constexpr = HEAD_DIM // 2
-    first, second = tl.split(tl.reshape(y, [BLOCK_N // 2, 2]))  # feature f + i and its partner f + i + D / 2
-    head = first_col // HEAD_DIM
-    dims = first_col % HEAD_DIM + tl.arange(0, BLOCK_N // 2)
-    pos = tl.load(positions_ptr)
-    cos = tl.load(cos_sin_ptr + pos * stride_cs + dims).to(tl.float32)
-    sin = tl.load(cos_sin_ptr + pos * stride_cs + HALF + dims).to(tl.float32)
-    if head < NUM_Q_HEADS + NUM_KV_HEADS:  # neox rotary, as engine/kernels/triton_elementwise.py
-        first, second = first * cos - second * sin, second * cos + first * sin
-    if head < NUM_Q_HEADS:
-        tl.store(q_out_ptr + head * HEAD_DIM + dims, first.to(q_out_ptr.dtype.element_ty))
-        tl.store(q_out_ptr + head * HEAD_DIM + HALF + dims, second.to(q_out_ptr.dtype.element_ty))
-        return
-    slot = tl.load(slot_mapping_ptr)
-    if slot < 0:
-        return
-    block = slot // CACHE_BLOCK
-    in_block = slot % CACHE_BLOCK
-    # The cache rounds what it stores: to the activation dtype first, then, for an fp8 cache,
-    # saturated to its range (engine/kernels/triton_rotary_cache.py).
-    first = first.to(q_out_ptr.dtype.element_ty).to(tl.float32)
-    second = second.to(q_out_ptr.dtype.element_ty).to(tl.float32)
-    if FP8_MAX > 0:
-        first = tl.minimum(tl.maximum(first, -FP8_MAX), FP8_MAX)
-        second = tl.minimum(tl.maximum(second, -FP8_MAX), FP8_MAX)
-    if head < NUM_Q_HEADS + NUM_KV_HEADS:
-        dst = k_cache_ptr + block * stride_kcb + in_block * stride_kcs + (head - NUM_Q_HEADS) * stride_kch + dims
-        tl.store(dst, first.to(k_cache_ptr.dtype.element_ty))
-        tl.store(dst + HALF, second.to(k_cache_ptr.dtype.element_ty))
-    else:
-        dst = (v_cache_ptr + block * stride_vcb + in_block * stride_vcs
-               + (head - NUM_Q_HEADS - NUM_KV_HEADS) * stride_vch + dims)
-        tl.store(dst, first.to(v_cache_ptr.dtype.element_ty))
-        tl.store(dst + HALF, second.to(v_cache_ptr.dtype.element_ty))
 
 
 @triton.autotune(
@@ -195,10 +149,10 @@ def _gemv_kernel(
         if HAS_BIAS:
             y += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
         if ROTARY:
-            _rotary_epilogue(y.to(x_ptr.dtype.element_ty).to(tl.float32), first_col, y_ptr, positions_ptr, cos_sin_ptr,
-                             slot_mapping_ptr, k_cache_ptr, v_cache_ptr, stride_cs, stride_kcb, stride_kcs,
-                             stride_kch, stride_vcb, stride_vcs, stride_vch, NUM_Q_HEADS, NUM_KV_HEADS, HEAD_DIM,
-                             CACHE_BLOCK, FP8_MAX, BLOCK_N)
+            rotary_epilogue(y.to(x_ptr.dtype.element_ty).to(tl.float32), first_col, y_ptr, positions_ptr, cos_sin_ptr,
+                            slot_mapping_ptr, k_cache_ptr, v_cache_ptr, stride_cs, stride_kcb, stride_kcs,
+                            stride_kch, stride_vcb, stride_vcs, stride_vch, NUM_Q_HEADS, NUM_KV_HEADS, HEAD_DIM,
+                            CACHE_BLOCK, FP8_MAX, BLOCK_N)
         else:
             tl.store(y_ptr + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
         return

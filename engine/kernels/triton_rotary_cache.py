@@ -16,7 +16,60 @@ import triton.language as tl
 
 from engine.kernels import pdl, triton_pdl
 from engine.kernels.triton_cache import _fp8_max
-from engine.kernels.triton_elementwise import _rotate_neox
+from engine.kernels.triton_elementwise import _rotate_neox, rotate_pair
+
+
+@triton.jit
+def _store_cache_row(cache_ptr, block, in_block, stride_b, stride_s, stride_h, heads, dims, x1, x2, mask,
+                     HALF: tl.constexpr, FP8_MAX: tl.constexpr):
+    """Store the halves x1 (dims) and x2 (dims + HALF) of heads' rows at (block, in_block): an fp8
+    cache saturates them to its range first."""
+    if FP8_MAX > 0:
+        x1 = tl.minimum(tl.maximum(x1, -FP8_MAX), FP8_MAX)
+        x2 = tl.minimum(tl.maximum(x2, -FP8_MAX), FP8_MAX)
+    dst = cache_ptr + block * stride_b + in_block * stride_s + heads * stride_h + dims
+    tl.store(dst, x1.to(cache_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, x2.to(cache_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def rotary_epilogue(
+    y, first_col, q_out_ptr, positions_ptr, cos_sin_ptr, slot_mapping_ptr, k_cache_ptr, v_cache_ptr,
+    stride_cs, stride_kcb, stride_kcs, stride_kch, stride_vcb, stride_vcs, stride_vch,
+    NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, CACHE_BLOCK: tl.constexpr,
+    FP8_MAX: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """The kernel below, for one row's qkv projection inside its GEMV (engine/kernels/triton_linear.py):
+    this program's BLOCK_N / 2 rotary pairs of one head (y [BLOCK_N] float32, rounded as the
+    projection is stored, in pair order). A q head is rotated into q_out [Hq * D]; a k head is
+    rotated and a v head copied into the cache at slot_mapping[0] (none for a negative slot)."""
+    HALF: tl.constexpr = HEAD_DIM // 2
+    first, second = tl.split(tl.reshape(y, [BLOCK_N // 2, 2]))  # feature f + i and its partner f + i + D / 2
+    head = first_col // HEAD_DIM
+    dims = first_col % HEAD_DIM + tl.arange(0, BLOCK_N // 2)
+    pos = tl.load(positions_ptr)
+    cos = tl.load(cos_sin_ptr + pos * stride_cs + dims).to(tl.float32)
+    sin = tl.load(cos_sin_ptr + pos * stride_cs + HALF + dims).to(tl.float32)
+    if head < NUM_Q_HEADS + NUM_KV_HEADS:
+        first, second = rotate_pair(first, second, cos, sin)
+    if head < NUM_Q_HEADS:
+        tl.store(q_out_ptr + head * HEAD_DIM + dims, first.to(q_out_ptr.dtype.element_ty))
+        tl.store(q_out_ptr + head * HEAD_DIM + HALF + dims, second.to(q_out_ptr.dtype.element_ty))
+        return
+    slot = tl.load(slot_mapping_ptr)
+    if slot < 0:
+        return
+    block = slot // CACHE_BLOCK
+    in_block = slot % CACHE_BLOCK
+    # Rounded to the activation dtype as the kernel below rounds k (v already is).
+    first = first.to(q_out_ptr.dtype.element_ty).to(tl.float32)
+    second = second.to(q_out_ptr.dtype.element_ty).to(tl.float32)
+    if head < NUM_Q_HEADS + NUM_KV_HEADS:
+        _store_cache_row(k_cache_ptr, block, in_block, stride_kcb, stride_kcs, stride_kch, head - NUM_Q_HEADS, dims,
+                         first, second, None, HALF, FP8_MAX)
+    else:
+        _store_cache_row(v_cache_ptr, block, in_block, stride_vcb, stride_vcs, stride_vch,
+                         head - NUM_Q_HEADS - NUM_KV_HEADS, dims, first, second, None, HALF, FP8_MAX)
 
 
 @triton.jit
@@ -58,21 +111,13 @@ def _rotary_write_kv_kernel(
     src = v_ptr + token * stride_vt + heads[:, None] * stride_vh + freqs[None, :]
     v1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
     v2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
-    # The cache rounds what it stores: to bf16 like q (and k in the unfused path) first, then, for
-    # an fp8 cache, saturated to its range.
+    # k rounded to bf16 like q (and k in the unfused path) first; v already is.
     k1 = k1.to(q_out_ptr.dtype.element_ty).to(tl.float32)
     k2 = k2.to(q_out_ptr.dtype.element_ty).to(tl.float32)
-    if FP8_MAX > 0:
-        k1 = tl.minimum(tl.maximum(k1, -FP8_MAX), FP8_MAX)
-        k2 = tl.minimum(tl.maximum(k2, -FP8_MAX), FP8_MAX)
-        v1 = tl.minimum(tl.maximum(v1, -FP8_MAX), FP8_MAX)
-        v2 = tl.minimum(tl.maximum(v2, -FP8_MAX), FP8_MAX)
-    k_dst = k_cache_ptr + block * stride_kcb + in_block * stride_kcs + heads[:, None] * stride_kch + freqs[None, :]
-    v_dst = v_cache_ptr + block * stride_vcb + in_block * stride_vcs + heads[:, None] * stride_vch + freqs[None, :]
-    tl.store(k_dst, k1.to(k_cache_ptr.dtype.element_ty), mask=mask)
-    tl.store(k_dst + HALF, k2.to(k_cache_ptr.dtype.element_ty), mask=mask)
-    tl.store(v_dst, v1.to(v_cache_ptr.dtype.element_ty), mask=mask)
-    tl.store(v_dst + HALF, v2.to(v_cache_ptr.dtype.element_ty), mask=mask)
+    _store_cache_row(k_cache_ptr, block, in_block, stride_kcb, stride_kcs, stride_kch, heads[:, None], freqs[None, :],
+                     k1, k2, mask, HALF, FP8_MAX)
+    _store_cache_row(v_cache_ptr, block, in_block, stride_vcb, stride_vcs, stride_vch, heads[:, None], freqs[None, :],
+                     v1, v2, mask, HALF, FP8_MAX)
 
 
 def rotary_write_kv(
