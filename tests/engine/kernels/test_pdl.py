@@ -29,23 +29,48 @@ def test_launch_options_follow_the_switch(monkeypatch):
     assert pdl.launch_options() == {"PDL": True, "launch_pdl": True}
 
 
+needs_pdl = pytest.mark.skipif(
+    not pdl.ENABLED, reason="needs a card with programmatic dependent launch (compute capability 9.0 or above)"
+)
+
+
+def _weights(*shape):
+    return (torch.randn(*shape, device="cuda") * 0.03).bfloat16()
+
+
+def _assert_replays_equal_in_turn(step, fresh, monkeypatch, replays: int = 5) -> None:
+    """Capture step(*fresh()) in a CUDA graph of early-launched kernels, replay it on fresh inputs
+    and compare each output with step launched in turn (early launch off), bit for bit."""
+    static = fresh()
+    step(*static)  # autotunes, compiles and allocates outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = step(*static)
+    for _ in range(replays):
+        inputs = fresh()
+        for buffer, value in zip(static, inputs):
+            buffer.copy_(value)
+        graph.replay()
+        with monkeypatch.context() as patch:
+            patch.setattr(pdl, "ENABLED", False)
+            expected = step(*inputs)
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, expected)
+
+
 @pytest.mark.gpu
 @requires_cuda
+@needs_pdl
 @pytest.mark.parametrize("rows", [1, 4])
 def test_graph_of_early_launched_kernels_equals_them_launched_in_turn(rows, monkeypatch):
     # Every kernel reads what the one just ahead wrote. If a kernel read before the one ahead had
     # finished, a replay on fresh input would see the last replay's values: the outputs would differ.
-    if not pdl.ENABLED:
-        pytest.skip("needs a card with programmatic dependent launch (compute capability 9.0 or above)")
     from engine.kernels import triton_ops
 
     torch.manual_seed(0)
     hidden, inter = 1024, 2816
 
-    def weights(*shape):
-        return (torch.randn(*shape, device="cuda") * 0.03).bfloat16()
-
-    layers = [(weights(hidden) + 1, weights(2 * inter, hidden), weights(hidden, inter)) for _ in range(4)]
+    layers = [(_weights(hidden) + 1, _weights(2 * inter, hidden), _weights(hidden, inter)) for _ in range(4)]
 
     def chain(x):
         hidden_states, residual = x, torch.zeros_like(x)
@@ -54,32 +79,18 @@ def test_graph_of_early_launched_kernels_equals_them_launched_in_turn(rows, monk
             hidden_states = triton_ops.linear(triton_ops.silu_and_mul(triton_ops.linear(hidden_states, up)), down)
         return triton_ops.rms_norm(hidden_states, layers[0][0], 1e-5)
 
-    static_x = torch.randn(rows, hidden, device="cuda").bfloat16()
-    chain(static_x)  # autotunes and compiles outside the capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = chain(static_x)
-    for _ in range(5):
-        x = torch.randn(rows, hidden, device="cuda").bfloat16()
-        static_x.copy_(x)
-        graph.replay()
-        with monkeypatch.context() as patch:
-            patch.setattr(pdl, "ENABLED", False)
-            expected = chain(x)
-        torch.cuda.synchronize()
-        assert torch.equal(static_out, expected)
+    _assert_replays_equal_in_turn(chain, lambda: (torch.randn(rows, hidden, device="cuda").bfloat16(),), monkeypatch)
 
 
 @pytest.mark.gpu
 @requires_cuda
+@needs_pdl
 @pytest.mark.parametrize("fused_merge", [True, False])
 @pytest.mark.parametrize("min_split", [64, 128])
 def test_graph_of_cache_writes_and_attention_equals_them_launched_in_turn(min_split, fused_merge, monkeypatch):
     # Decode attention reads its first tile of K/V before its wait, all but the current token's row,
     # which the cache write just ahead writes in the same step. Had it read that row before the wait
     # too, a replay on fresh k and v would attend to the last replay's row: the outputs would differ.
-    if not pdl.ENABLED:
-        pytest.skip("needs a card with programmatic dependent launch (compute capability 9.0 or above)")
     from engine.kernels import split_k, triton_decode_attention
     from engine.kernels.triton_decode_attention import decode_attention
     from engine.kernels.triton_rotary_cache import rotary_write_kv
@@ -111,32 +122,17 @@ def test_graph_of_cache_writes_and_attention_equals_them_launched_in_turn(min_sp
         q = torch.randn_like(batch.q)
         return q, torch.randn(num_layers, 2, len(seq_lens), num_kv_heads, head_dim, device="cuda").bfloat16()
 
-    static_q, static_kv = fresh()
-    step(static_q, static_kv)  # compiles, and allocates the merge counters, outside the capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step(static_q, static_kv)
-    for _ in range(5):
-        q, kv = fresh()
-        static_q.copy_(q)
-        static_kv.copy_(kv)
-        graph.replay()
-        with monkeypatch.context() as patch:
-            patch.setattr(pdl, "ENABLED", False)
-            expected = step(q, kv)
-        torch.cuda.synchronize()
-        assert torch.equal(static_out, expected)
+    _assert_replays_equal_in_turn(step, fresh, monkeypatch)
 
 
 @pytest.mark.gpu
 @requires_cuda
+@needs_pdl
 @pytest.mark.parametrize("seq_len", [300, 64])
 def test_graph_of_batch1_layers_equals_them_launched_in_turn(seq_len, monkeypatch):
     # The batch-1 decode path: the qkv GEMV writes this step's K/V from its epilogue, then decode
     # attention reads the earlier rows before its wait and the current one after, then the o GEMV.
     # A replay on fresh hidden states must match the same kernels launched in turn, bit for bit.
-    if not pdl.ENABLED:
-        pytest.skip("needs a card with programmatic dependent launch (compute capability 9.0 or above)")
     from engine.kernels.triton_decode_attention import decode_attention
     from engine.kernels.triton_linear import linear, rms_norm_qkv_rotary
     from tests.engine.kernels.paged_inputs import make_paged_batch
@@ -150,11 +146,8 @@ def test_graph_of_batch1_layers_equals_them_launched_in_turn(seq_len, monkeypatc
     angles = torch.rand(seq_len, head_dim // 2, device="cuda") * 6.3
     cos_sin = torch.cat([angles.cos(), angles.sin()], dim=-1)  # [P, D]
 
-    def weights(*shape):
-        return (torch.randn(*shape, device="cuda") * 0.03).bfloat16()
-
     qkv_rows = (num_heads + 2 * num_kv_heads) * head_dim
-    layers = [(weights(hidden) + 1, weights(qkv_rows, hidden), weights(hidden, num_heads * head_dim),
+    layers = [(_weights(hidden) + 1, _weights(qkv_rows, hidden), _weights(hidden, num_heads * head_dim),
                batch.k_cache.clone(), batch.v_cache.clone()) for _ in range(num_layers)]
 
     def step(x):
@@ -166,17 +159,4 @@ def test_graph_of_batch1_layers_equals_them_launched_in_turn(seq_len, monkeypatc
             states = linear(attended.view(1, -1), o)
         return states
 
-    static_x = torch.randn(1, hidden, device="cuda").bfloat16()
-    step(static_x)  # autotunes, compiles and allocates outside the capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step(static_x)
-    for _ in range(5):
-        x = torch.randn(1, hidden, device="cuda").bfloat16()
-        static_x.copy_(x)
-        graph.replay()
-        with monkeypatch.context() as patch:
-            patch.setattr(pdl, "ENABLED", False)
-            expected = step(x)
-        torch.cuda.synchronize()
-        assert torch.equal(static_out, expected)
+    _assert_replays_equal_in_turn(step, lambda: (torch.randn(1, hidden, device="cuda").bfloat16(),), monkeypatch)
