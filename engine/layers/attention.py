@@ -1,6 +1,6 @@
-"""Self-attention over the paged KV cache: qkv projection, rotary, cache write, paged attention.
-
-Submodules are called through `.forward` on this per-layer hot path (see engine/models/llama.py)."""
+"""Self-attention over the paged KV cache: norm and qkv projection, rotary, cache write, paged
+attention. The decoder layer (engine/models/llama.py) calls norm_and_project, attend, then o_proj;
+on this per-layer hot path the projection's parameters are read directly (see Linear.forward)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from engine import kernels
 from engine.attention_metadata import AttentionMetadata
 from engine.kernels import reference
 from engine.layers.linear import Linear, MergedLinear
+from engine.layers.norm import RMSNorm
 from engine.layers.rotary import RotaryEmbedding
 
 
@@ -32,39 +33,22 @@ class Attention(nn.Module):
         sizes = {"q": num_heads * head_dim, "k": num_kv_heads * head_dim, "v": num_kv_heads * head_dim}
         self.qkv_proj = MergedLinear(hidden_size, sizes, qkv_bias)
         self.o_proj = Linear(num_heads * head_dim, hidden_size, o_bias)
-        self.head_split = [num_heads, num_kv_heads, num_kv_heads]
         self.rotary = rotary  # shared by all layers
         # [num_blocks, block_size, Hkv, D] each, bound by the runner once the pool is allocated.
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)
 
-    def forward(self, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        return self.o_proj.forward(self.attend(self.project(hidden, meta), meta))
-
-    def project(self, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """qkv projection, rotary, and this step's K/V written to the cache: [T, H] -> q [T, Hq, D].
-        Reads only meta.positions and meta.slot_mapping (a piecewise CUDA graph captures it)."""
-        return self.rotate_and_cache(self.qkv_proj.forward(hidden), meta)
-
     def norm_and_project(
-        self, norm_weight: torch.Tensor, eps: float, hidden: torch.Tensor, residual: torch.Tensor | None,
-        meta: AttentionMetadata,
+        self, norm: RMSNorm, hidden: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """project of rms_norm(hidden [+ residual]): (q [T, Hq, D], the residual stream after the add)."""
+        """norm(hidden [+ residual]), the qkv projection, rotary, and this step's K/V written to the
+        cache: (q [T, Hq, D], the residual stream after the add). Reads only meta.positions and
+        meta.slot_mapping (a piecewise CUDA graph captures it)."""
         params = self.qkv_proj._parameters  # see Linear.forward
         return kernels.rms_norm_qkv_rotary(
-            hidden, residual, norm_weight, eps, params["weight"], params.get("bias"), self.num_heads,
-            self.num_kv_heads, meta.positions, self.rotary.cos_sin_cache, self.k_cache, self.v_cache,
-            meta.slot_mapping,
-        )
-
-    def rotate_and_cache(self, qkv: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """The rest of project, from its qkv projection [T, (Hq + 2 Hkv) D] -> q [T, Hq, D]."""
-        qkv = qkv.view(-1, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
-        # torch.split_with_sizes: Tensor.split's Python wrapper costs a few microseconds a layer.
-        q, k, v = torch.split_with_sizes(qkv, self.head_split, dim=1)  # [T, Hq, D], [T, Hkv, D], [T, Hkv, D]
-        return kernels.rotary_write_kv(
-            q, k, v, meta.positions, self.rotary.cos_sin_cache, self.k_cache, self.v_cache, meta.slot_mapping
+            hidden, residual, norm._parameters["weight"], norm.eps, params["weight"], params.get("bias"),
+            self.num_heads, self.num_kv_heads, meta.positions, self.rotary.cos_sin_cache, self.k_cache,
+            self.v_cache, meta.slot_mapping,
         )
 
     def attend(self, q: torch.Tensor, meta: AttentionMetadata, out: torch.Tensor | None = None) -> torch.Tensor:

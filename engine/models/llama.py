@@ -47,8 +47,7 @@ class LlamaDecoderLayer(nn.Module):
         # The residual stream is carried apart so each norm fuses the add: (hidden, residual) -> same.
         # Norm, projection, rotary and the cache write go together: a single row (batch-1 decode)
         # does all of them in one GEMV.
-        norm = self.input_layernorm
-        return self.self_attn.norm_and_project(norm._parameters["weight"], norm.eps, hidden, residual, meta)
+        return self.self_attn.norm_and_project(self.input_layernorm, hidden, residual, meta)
 
     def post_attention(self, attention_out: torch.Tensor, residual: torch.Tensor):
         """(attention output [T, Hq * D], residual) -> (hidden, residual) after the MLP."""
