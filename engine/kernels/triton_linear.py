@@ -270,10 +270,15 @@ def rms_norm_linear(
 
         return rms_norm_then_linear(x, residual, norm_weight, eps, weight, bias, norm=rms_norm, linear=linear)
     y = torch.empty(1, weight.shape[0], dtype=x.dtype, device=x.device)
+    return _norm_gemv(x, residual, norm_weight, eps, weight, bias, y)
+
+
+def _norm_gemv(x, residual, norm_weight, eps, weight, bias, y, rotary: _Rotary | None = None):
+    """The single-row GEMV of rms_norm(x [+ residual]) into y: (y, the residual stream after the add)."""
     if residual is None:
-        return _gemv(x, weight, bias, y, NORM, norm_weight=norm_weight, eps=eps), x
+        return _gemv(x, weight, bias, y, NORM, norm_weight=norm_weight, eps=eps, rotary=rotary), x
     new_residual = torch.empty_like(x)
-    _gemv(x, weight, bias, y, ADD_NORM, residual, norm_weight, new_residual, eps)
+    _gemv(x, weight, bias, y, ADD_NORM, residual, norm_weight, new_residual, eps, rotary=rotary)
     return y, new_residual
 
 
@@ -314,12 +319,7 @@ def rms_norm_qkv_rotary(
     if fits and (residual is None or residual.stride(-1) == 1):
         q = torch.empty(1, num_heads, head_dim, dtype=x.dtype, device=x.device)
         rotary = _Rotary(num_heads, num_kv_heads, positions, cos_sin_cache, k_cache, v_cache, slot_mapping)
-        if residual is None:
-            _gemv(x, weight, bias, q, NORM, norm_weight=norm_weight, eps=eps, rotary=rotary)
-            return q, x
-        new_residual = torch.empty_like(x)
-        _gemv(x, weight, bias, q, ADD_NORM, residual, norm_weight, new_residual, eps, rotary=rotary)
-        return q, new_residual
+        return _norm_gemv(x, residual, norm_weight, eps, weight, bias, q, rotary)
     from engine.kernels.reference import rms_norm_qkv_then_rotary
     from engine.kernels.triton_rotary_cache import rotary_write_kv
 
