@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from engine.kernels import pdl, triton_pdl
+from engine.kernels.persistent import PersistentBuffer
 
 MAX_CHUNKS = 128  # programs a row at most: about one wave of an H100's 132 SMs for one row
 MIN_CHUNK = 512  # entries a program reads at least: small vocabularies take few programs
@@ -65,30 +66,15 @@ def chunk_size(vocab: int) -> int:
     return max(MIN_CHUNK, triton.next_power_of_2(triton.cdiv(vocab, MAX_CHUNKS)))
 
 
-# Per device: keys [R] int64 (_EMPTY_KEY between calls) and counters [R] int32 (0 between calls)
-# for up to R rows. Grown only outside CUDA-graph capture; an outgrown pair is kept alive, since a
-# captured graph may still use it.
-_buffers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-_outgrown: list[tuple[torch.Tensor, torch.Tensor]] = []
+# Per row: its key (_EMPTY_KEY between calls) and its counter (0 between calls).
+_KEYS = PersistentBuffer("argmax's row keys", torch.int64, _EMPTY_KEY, _MIN_ROWS)
+_COUNTERS = PersistentBuffer("argmax's row counters", torch.int32, 0, _MIN_ROWS)
 
 
 def row_buffers(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(keys, counters) of at least `rows` rows on `device`; the first call with more rows than
     before allocates, so it must come before a capture (a warm-up with the largest batch)."""
-    held = _buffers.get(device)
-    if held is not None and held[0].shape[0] >= rows:
-        return held
-    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        raise RuntimeError(f"argmax of {rows} rows needs its buffers grown: call it once before the capture")
-    if held is not None:
-        _outgrown.append(held)
-    capacity = max(rows, _MIN_ROWS, 2 * held[0].shape[0] if held is not None else 0)
-    held = (
-        torch.full((capacity,), _EMPTY_KEY, dtype=torch.int64, device=device),
-        torch.zeros(capacity, dtype=torch.int32, device=device),
-    )
-    _buffers[device] = held
-    return held
+    return _KEYS.get(device, rows), _COUNTERS.get(device, rows)
 
 
 def argmax(logits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from engine.kernels import triton_pdl
+from engine.kernels.persistent import PersistentBuffer
 
 # Counters of the fused merge, one per (sequence, KV head): enough for any batch the engine runs.
 MIN_MERGE_COUNTERS = 1 << 16
@@ -123,25 +124,11 @@ def merge_chunk(heads: int, num_splits: int, head_dim: int) -> int:
     return min(triton.next_power_of_2(num_splits), 1 << (fits.bit_length() - 1))
 
 
-# Every counter buffer handed out, per device, the one in use last. None is freed: a captured CUDA
-# graph keeps the address of the one it was captured with.
-_COUNTER_BUFFERS: dict[torch.device, list[torch.Tensor]] = {}
+# One per (sequence, KV head) of a fused launch.
+_MERGE_COUNTERS = PersistentBuffer("decode attention's merge counters", torch.int32, 0, MIN_MERGE_COUNTERS)
 
 
 def merge_counters(device: torch.device, count: int) -> torch.Tensor:
-    """At least count zeroed int32 counters on device. Every fused launch leaves them at zero; two
-    launches on one device must not overlap (the engine launches everything in one stream).
-
-    The first call for a device, and one that needs more counters, allocate: not possible during
-    a CUDA graph capture (the engine runs every graph size before capturing it), so that raises."""
-    buffers = _COUNTER_BUFFERS.setdefault(device, [])
-    if buffers and buffers[-1].numel() >= count:
-        return buffers[-1]
-    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        have = buffers[-1].numel() if buffers else 0
-        raise RuntimeError(
-            f"decode attention needs {count} merge counters on {device} and has {have}; "
-            "run this batch shape once before capturing it in a CUDA graph"
-        )
-    buffers.append(torch.zeros(max(count, MIN_MERGE_COUNTERS), dtype=torch.int32, device=device))
-    return buffers[-1]
+    """At least count zeroed int32 counters on device; every fused launch leaves them at zero
+    (engine/kernels/persistent.py: not grown during a CUDA-graph capture)."""
+    return _MERGE_COUNTERS.get(device, count)

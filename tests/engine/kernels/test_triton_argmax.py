@@ -27,7 +27,7 @@ def assert_matches_reference(logits: torch.Tensor) -> None:
 def assert_buffers_reset(device) -> None:
     from engine.kernels import triton_argmax
 
-    keys, counters = triton_argmax._buffers[device]
+    keys, counters = triton_argmax.row_buffers(0, device)
     assert not counters.any(), "a row's counter was left non-zero"
     assert keys.eq(triton_argmax._EMPTY_KEY).all(), "a row's key was left set"
 
@@ -139,10 +139,11 @@ def test_lm_head_then_argmax_in_a_graph_sees_this_replays_logits(rows):
 def test_growing_the_buffers_inside_a_capture_is_refused(monkeypatch):
     from engine.kernels import triton_argmax
 
-    monkeypatch.setattr(triton_argmax, "_buffers", {})
+    monkeypatch.setattr(triton_argmax._KEYS, "buffers", {})
+    monkeypatch.setattr(triton_argmax._COUNTERS, "buffers", {})
     logits = torch.randn(2, 1000, device="cuda")
     graph = torch.cuda.CUDAGraph()
-    with pytest.raises(RuntimeError, match="before the capture"):
+    with pytest.raises(RuntimeError, match="before capturing"):
         with torch.cuda.graph(graph):
             triton_argmax.argmax(logits)
 

@@ -23,7 +23,7 @@ def check(logits):
     out = torch.full((logits.shape[0],), -7, dtype=torch.int64)
     assert triton_argmax.launch(logits, out=out) is out
     assert out.tolist() == reference.argmax(logits).tolist(), (out.tolist(), reference.argmax(logits).tolist())
-    keys, counters = triton_argmax._buffers[logits.device]
+    keys, counters = triton_argmax.row_buffers(0, logits.device)
     assert not counters.any() and keys.eq(triton_argmax._EMPTY_KEY).all()
 
 gen = torch.Generator().manual_seed(0)
@@ -73,4 +73,4 @@ def test_cpu_logits_take_torchs_argmax_and_no_buffers():
     out = torch.full((2,), -7, dtype=torch.int64)
     assert triton_argmax.argmax(logits, out=out) is out
     assert out.tolist() == logits.max(dim=-1).indices.tolist() and out[1] == 3
-    assert torch.device("cpu") not in triton_argmax._buffers
+    assert torch.device("cpu") not in triton_argmax._KEYS.buffers

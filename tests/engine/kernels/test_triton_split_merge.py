@@ -36,7 +36,7 @@ def test_merge_chunk_is_a_power_of_two_within_the_budget(heads, num_splits):
 
 
 def test_counters_are_zeroed_once_and_kept(monkeypatch):
-    monkeypatch.setattr(triton_split_merge, "_COUNTER_BUFFERS", {})
+    monkeypatch.setattr(triton_split_merge._MERGE_COUNTERS, "buffers", {})
     cpu = torch.device("cpu")
     first = merge_counters(cpu, 8)
     assert first.dtype == torch.int32 and first.numel() >= triton_split_merge.MIN_MERGE_COUNTERS
@@ -45,11 +45,11 @@ def test_counters_are_zeroed_once_and_kept(monkeypatch):
     larger = merge_counters(cpu, first.numel() + 1)
     assert larger.numel() > first.numel() and not larger.any()
     # The smaller one stays alive: a graph captured with it still uses its address.
-    assert triton_split_merge._COUNTER_BUFFERS[cpu] == [first, larger]
+    assert triton_split_merge._MERGE_COUNTERS.buffers[cpu] == [first, larger]
 
 
 def test_no_counters_are_allocated_during_a_capture(monkeypatch):
-    monkeypatch.setattr(triton_split_merge, "_COUNTER_BUFFERS", {})
+    monkeypatch.setattr(triton_split_merge._MERGE_COUNTERS, "buffers", {})
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     with pytest.raises(RuntimeError, match="before capturing"):
         merge_counters(torch.device("cuda", 0), 8)
