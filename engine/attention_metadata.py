@@ -3,11 +3,12 @@ explicitly down the model (no module-global forward context)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from engine.sequence import ScheduledBatch
+from engine.sequence import PENDING_TOKEN, ScheduledBatch
 from engine.transfers import to_device
 
 
@@ -34,10 +35,17 @@ class AttentionMetadata:
         return self.positions.shape[0]
 
 
+def pending_input_id(row: int) -> int:
+    """The input id that stands for the id sampled into `row` of the last step's ids, which are
+    still on the device when the engine runs ahead: kernels.embedding reads it there."""
+    return -1 - row
+
+
 def build_step_inputs(
-    batch: ScheduledBatch, block_size: int, device: torch.device
+    batch: ScheduledBatch, block_size: int, device: torch.device, pending_rows: Mapping[str, int] | None = None
 ) -> tuple[torch.Tensor, AttentionMetadata]:
-    """The input ids [T] and the metadata of one scheduled batch (built on the host, copied once)."""
+    """The input ids [T] and the metadata of one scheduled batch (built on the host, copied once).
+    A chunk whose last token is pending gets pending_input_id(pending_rows[its request id])."""
     input_ids: list[int] = []
     positions: list[int] = []
     slots: list[int] = []
@@ -51,6 +59,8 @@ def build_step_inputs(
         if len(table) * block_size < end:
             raise RuntimeError(f"request {seq.request_id} has {len(table)} KV blocks for {end} tokens")
         input_ids.extend(seq.token_ids[start:end])
+        if input_ids[-1] == PENDING_TOKEN:
+            input_ids[-1] = pending_input_id(pending_rows[seq.request_id])
         positions.extend(range(start, end))
         slots.extend(table[pos // block_size] * block_size + pos % block_size for pos in range(start, end))
         seq_lens.append(end)

@@ -5,11 +5,17 @@ between them. Capturing the step once per padded batch size and replaying it cos
 Inputs live in persistent buffers the graphs read; a step of n sequences copies its tensors into
 the first n rows, fills the rest with harmless padding (slot -1 is skipped by write_kv, seq_len 0
 attends to nothing) and replays the graph of the smallest captured size >= n.
+
+The buffers are sections of one device allocation (InputLayout), so a step built on the host in a
+pinned copy of that layout (engine/decode_inputs.py) reaches the device in one copy: at batch 1 a
+decode step's inputs took eight copies and a kernel before, each a few microseconds of a step that
+is ~5 ms long.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -47,15 +53,58 @@ class GraphInput:
 
 
 def decode_inputs(max_blocks_per_seq: int) -> tuple[GraphInput, ...]:
-    """The inputs of a paged decode step, padded so that padded rows touch no live sequence."""
+    """The inputs of a paged decode step, padded so that padded rows touch no live sequence. The
+    block tables come last: a step's rows of them follow the other inputs in one copy (see
+    StagedInputs)."""
     return (
         GraphInput("input_ids", torch.int64),
         GraphInput("positions", torch.int64),
         GraphInput("slot_mapping", torch.int64, pad=-1),
-        GraphInput("block_tables", torch.int32, (max_blocks_per_seq,)),
         GraphInput("seq_lens", torch.int32),
         GraphInput("query_start_loc", torch.int32, extra_rows=1, pad_with_row_index=True),
+        GraphInput("block_tables", torch.int32, (max_blocks_per_seq,)),
     )
+
+
+class InputLayout:
+    """The inputs of a batch of up to `rows` sequences as sections of one byte buffer, in the
+    order given, each 16-byte aligned."""
+
+    def __init__(self, inputs: Sequence[GraphInput], rows: int) -> None:
+        self.inputs = tuple(inputs)
+        self.rows = rows
+        self.offsets: dict[str, int] = {}
+        end = 0
+        for spec in self.inputs:
+            self.offsets[spec.name] = end
+            end += -(-self._section_bytes(spec) // 16) * 16
+        self.nbytes = end
+
+    def views(self, storage: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each input's [rows + extra_rows, *trailing_shape] view of storage (uint8, nbytes)."""
+        views = {}
+        for spec in self.inputs:
+            offset = self.offsets[spec.name]
+            section = storage[offset : offset + self._section_bytes(spec)].view(spec.dtype)
+            views[spec.name] = section.view(self.rows + spec.extra_rows, *spec.trailing_shape)
+        return views
+
+    def _section_bytes(self, spec: GraphInput) -> int:
+        numel = (self.rows + spec.extra_rows) * math.prod(spec.trailing_shape)
+        return numel * spec.dtype.itemsize
+
+
+@dataclass(frozen=True, slots=True)
+class StagedInputs:
+    """A step's inputs in pinned host memory laid out as the GraphRunner's buffers: rows
+    [num_seqs, padded size) padded. The first `front_bytes` go to the device in one copy; `tail`,
+    if any, is (the last input's name, its [num_seqs, width] rows) for a second copy into the
+    buffer's first columns (block tables of several rows narrower than the buffer)."""
+
+    storage: torch.Tensor
+    num_seqs: int
+    front_bytes: int
+    tail: tuple[str, torch.Tensor] | None = None
 
 
 class GraphRunner:
@@ -76,10 +125,9 @@ class GraphRunner:
         self.device = torch.device(device)
         self.batch_sizes = sorted(batch_sizes) if batch_sizes is not None else graph_batch_sizes(max_batch)
         largest = self.batch_sizes[-1]
-        self.buffers = {
-            spec.name: torch.zeros((largest + spec.extra_rows, *spec.trailing_shape), dtype=spec.dtype, device=self.device)
-            for spec in self.inputs
-        }
+        self.layout = InputLayout(self.inputs, largest)
+        self._storage = torch.zeros(self.layout.nbytes, dtype=torch.uint8, device=self.device)
+        self.buffers = self.layout.views(self._storage)
         self._row_index = torch.arange(largest + 1, device=self.device)
         for spec in self.inputs:
             self._pad_rows(spec, 0, largest)
@@ -115,11 +163,7 @@ class GraphRunner:
         """Copy the step's tensors (batch first) into the buffers, replay, and return the first
         num_seqs rows of the outputs."""
         num_seqs = tensors[self.inputs[0].name].shape[0] - self.inputs[0].extra_rows
-        size = padded_batch_size(num_seqs, self.batch_sizes)
-        if size is None:
-            raise ValueError(f"batch of {num_seqs} exceeds the largest captured graph ({self.batch_sizes[-1]})")
-        if size not in self.graphs:
-            raise RuntimeError("capture() must run before run()")
+        size = self._size(num_seqs)
         for spec in self.inputs:
             source = tensors[spec.name]
             target = self.buffers[spec.name]
@@ -127,6 +171,32 @@ class GraphRunner:
             # the columns past them are never read, since seq_lens bounds every read.
             target[tuple(slice(0, n) for n in source.shape)].copy_(source, non_blocking=True)
             self._pad_rows(spec, num_seqs, size)
+        return self._replay(size, num_seqs)
+
+    @torch.inference_mode()
+    def run_staged(self, staged: StagedInputs) -> Outputs:
+        """run() of inputs staged on the host in this runner's layout (padded there)."""
+        size = self._size(staged.num_seqs)
+        self.load(staged)
+        return self._replay(size, staged.num_seqs)
+
+    def load(self, staged: StagedInputs) -> None:
+        """Copy a staged step into the buffers: one copy, or two with a tail."""
+        front = staged.front_bytes
+        self._storage[:front].copy_(staged.storage[:front], non_blocking=True)
+        if staged.tail is not None:
+            name, rows = staged.tail
+            self.buffers[name][: rows.shape[0], : rows.shape[1]].copy_(rows, non_blocking=True)
+
+    def _size(self, num_seqs: int) -> int:
+        size = padded_batch_size(num_seqs, self.batch_sizes)
+        if size is None:
+            raise ValueError(f"batch of {num_seqs} exceeds the largest captured graph ({self.batch_sizes[-1]})")
+        if size not in self.graphs:
+            raise RuntimeError("capture() must run before run()")
+        return size
+
+    def _replay(self, size: int, num_seqs: int) -> Outputs:
         self.graphs[size].replay()
         outputs = self.outputs[size]
         if isinstance(outputs, torch.Tensor):

@@ -4,16 +4,21 @@ The general builder (engine/attention_metadata.py) turns every sequence's whole 
 a fresh tensor each step: at 224 sequences of ~1,000 tokens that was the largest share of a
 decode step's host time, during which the GPU waits. Here each request keeps a numpy copy of its
 block table that only grows by the blocks added since the last step (a preempted request gets a
-new list from the KV cache manager and is copied afresh), and the step's vectors are written into
-pinned host buffers that the graph runner copies to the GPU asynchronously.
+new list from the KV cache manager and is copied afresh), and the step's vectors, padded to the
+graph's batch size, are written into a pinned host copy of the graph runner's input buffers, which
+it copies to the GPU asynchronously, at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import torch
 
-from engine.sequence import ScheduledBatch
+from engine.attention_metadata import pending_input_id
+from engine.cuda_graphs import InputLayout, StagedInputs, padded_batch_size
+from engine.sequence import PENDING_TOKEN, ScheduledBatch
 
 
 class _Table:
@@ -25,67 +30,75 @@ class _Table:
         self.row = np.zeros(max_blocks, dtype=np.int32)
 
 
-class _Buffers:
-    """One set of the step's host vectors, each [max_seqs (+1)] (block tables [max_seqs, max_blocks])."""
+class _Staging:
+    """One pinned copy of the graph runner's input layout, with numpy views of its sections."""
 
-    def __init__(self, max_seqs: int, max_blocks: int, pin: bool) -> None:
-        def buffer(*shape, dtype):
-            tensor = torch.zeros(shape, dtype=dtype)
-            return tensor.pin_memory() if pin else tensor
-
-        self.input_ids = buffer(max_seqs, dtype=torch.int64)
-        self.positions = buffer(max_seqs, dtype=torch.int64)
-        self.slot_mapping = buffer(max_seqs, dtype=torch.int64)
-        self.seq_lens = buffer(max_seqs, dtype=torch.int32)
-        # Flat: a step's [count, width] tables are packed at its start, so the copy to the device
-        # reads contiguous pinned memory (a strided view of a pinned tensor would be staged through
-        # pageable memory, and such a copy may wait for the device).
-        self.block_tables = buffer(max_seqs * max_blocks, dtype=torch.int32)
-        self.query_start_loc = buffer(max_seqs + 1, dtype=torch.int32)
-        self.query_start_loc.copy_(torch.arange(max_seqs + 1, dtype=torch.int32))
+    def __init__(self, layout: InputLayout, pin: bool) -> None:
+        storage = torch.zeros(layout.nbytes, dtype=torch.uint8)
+        self.storage = storage.pin_memory() if pin else storage
+        self.views = layout.views(self.storage)
+        self.arrays = {name: view.numpy() for name, view in self.views.items()}
+        for spec in layout.inputs:  # query_start_loc: of one-token chunks, the row index in every row
+            if spec.pad_with_row_index:
+                self.arrays[spec.name][:] = np.arange(len(self.arrays[spec.name]))
 
 
 class DecodeInputs:
-    """build(batch) -> the tensors GraphRunner.run takes for a batch of one-token chunks."""
+    """build(batch, pending_rows) -> the StagedInputs that GraphRunner.run_staged takes for a
+    batch of one-token chunks."""
 
-    def __init__(self, max_seqs: int, max_blocks: int, block_size: int, pin: bool = True) -> None:
+    def __init__(self, layout: InputLayout, batch_sizes: Sequence[int], block_size: int, pin: bool = True) -> None:
+        self.layout = layout
+        self.batch_sizes = list(batch_sizes)
         self.block_size = block_size
-        self.max_blocks = max_blocks
+        # Padded with a value (query_start_loc holds its row index throughout: see _Staging)
+        self._padding = {
+            spec.name: spec for spec in layout.inputs if not spec.trailing_shape and not spec.pad_with_row_index
+        }
         # Two sets, used in turn: while the engine runs ahead, the copies out of one step's set
         # may not have run yet when the next step is built (they have when the one after is:
         # the engine has read that step's ids back by then, and the copies ran before it).
-        self._sets = (_Buffers(max_seqs, max_blocks, pin), _Buffers(max_seqs, max_blocks, pin))
+        self._sets = (_Staging(layout, pin), _Staging(layout, pin))
         self._turn = 0
+        self.max_blocks = self._sets[0].views["block_tables"].shape[1]
         self._tables: dict[str, _Table] = {}
 
-    def build(self, batch: ScheduledBatch) -> dict[str, torch.Tensor]:
-        """Views of pinned buffers, valid until the build after next."""
-        buffers = self._sets[self._turn]
+    def build(self, batch: ScheduledBatch, pending_rows: Mapping[str, int]) -> StagedInputs:
+        """The step's inputs, valid until the build after next. A chunk whose token is pending
+        gets the input id that names its row of the last step's ids (pending_rows: request id ->
+        row; kernels.embedding reads it there)."""
+        staging = self._sets[self._turn]
         self._turn ^= 1
+        arrays = staging.arrays
         chunks = batch.chunks
         count = len(chunks)
         size = self.block_size
         positions = [chunk.start for chunk in chunks]
-        buffers.input_ids.numpy()[:count] = [chunk.seq.token_ids[chunk.start] for chunk in chunks]
-        buffers.positions.numpy()[:count] = positions
-        buffers.seq_lens.numpy()[:count] = [position + 1 for position in positions]
-        buffers.slot_mapping.numpy()[:count] = [
+        tokens = [chunk.seq.token_ids[chunk.start] for chunk in chunks]
+        for index, token in enumerate(tokens):
+            if token == PENDING_TOKEN:
+                tokens[index] = pending_input_id(pending_rows[chunks[index].seq.request_id])
+        arrays["input_ids"][:count] = tokens
+        arrays["positions"][:count] = positions
+        arrays["seq_lens"][:count] = [position + 1 for position in positions]
+        arrays["slot_mapping"][:count] = [
             chunk.seq.block_table[position // size] * size + position % size
             for chunk, position in zip(chunks, positions)
         ]
+        padded = padded_batch_size(count, self.batch_sizes) or count
+        for name, spec in self._padding.items():
+            arrays[name][count + spec.extra_rows : padded + spec.extra_rows] = spec.pad
+        # The step's [count, width] block tables are packed at the start of their section: with one
+        # row (or the full width) that is the buffer's own layout and they join the first copy.
         width = max(position // size for position in positions) + 1
-        block_tables = buffers.block_tables[: count * width].view(count, width)
-        tables = block_tables.numpy()
+        offset = self.layout.offsets["block_tables"]
+        tables = staging.views["block_tables"].view(-1)[: count * width].view(count, width)
+        rows = tables.numpy()
         for index, chunk in enumerate(chunks):
-            tables[index] = self._row(chunk.seq.request_id, chunk.seq.block_table)[:width]
-        return {
-            "input_ids": buffers.input_ids[:count],
-            "positions": buffers.positions[:count],
-            "slot_mapping": buffers.slot_mapping[:count],
-            "block_tables": block_tables,
-            "seq_lens": buffers.seq_lens[:count],
-            "query_start_loc": buffers.query_start_loc[: count + 1],
-        }
+            rows[index] = self._row(chunk.seq.request_id, chunk.seq.block_table)[:width]
+        if count == 1 or width == self.max_blocks:
+            return StagedInputs(staging.storage, count, offset + tables.numel() * tables.element_size())
+        return StagedInputs(staging.storage, count, offset, ("block_tables", tables))
 
     def release(self, request_id: str) -> None:
         self._tables.pop(request_id, None)

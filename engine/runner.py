@@ -16,8 +16,7 @@ from engine.loader import load_model
 from engine.models.spec import ModelSpec
 from engine.piecewise_graphs import PiecewiseGraphs
 from engine.sampler import Sampled, Sampler
-from engine.sequence import PENDING_TOKEN, ReadyTokens, SampledToken, ScheduledBatch
-from engine.transfers import to_device
+from engine.sequence import ReadyTokens, SampledToken, ScheduledBatch
 from llmq.paths import resolve_model
 
 log = logging.getLogger(__name__)
@@ -74,13 +73,16 @@ class ModelRunner:
         self._allocate_kv_pool(spec)
         self._note_memory("kv_pool")
         self.sampler = Sampler(self.device, config.seed)
-        self._last_ids: torch.Tensor | None = None  # [S] the last launch's sampled ids, on the device
-        self._last_rows: dict[str, int] = {}  # request id -> its row in _last_ids
+        # Every launch samples into this buffer; the next launch's pending tokens are looked up
+        # there by the embedding (inside the captured graphs too: the buffer never moves).
+        self._sampled_ids = torch.zeros(config.max_num_seqs, dtype=torch.int64, device=self.device)
+        self.model.model.embed_tokens.pending_ids = self._sampled_ids
+        self._last_rows: dict[str, int] = {}  # request id -> its row in _sampled_ids
         # Decode steps replay CUDA graphs; they need the Triton kernels (padded rows write slot -1).
         self.graphs = self._capture_decode_graphs() if triton and config.cuda_graphs else None
         self._note_memory("decode_graphs")
         self.decode_inputs = (
-            DecodeInputs(config.max_num_seqs, self._max_blocks_per_seq(), self.block_size) if self.graphs else None
+            DecodeInputs(self.graphs.layout, self.graphs.batch_sizes, self.block_size) if self.graphs else None
         )
         # Steps with prefill chunks replay graphs of everything between the attention calls.
         self.piecewise = self._capture_piecewise_graphs() if triton and config.cuda_graphs else None
@@ -104,20 +106,16 @@ class ModelRunner:
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch) -> Sampled | ReadyTokens:
         """Queue the step; result() of the returned handle gives execute's list. A chunk whose last
-        token is a PENDING_TOKEN is fed the id that the previous launch sampled for its request."""
+        token is a PENDING_TOKEN is fed the id that the previous launch sampled for its request: the
+        embedding looks it up in the buffer that launch sampled into (no copy, no host wait)."""
         if not batch.chunks:
             return ReadyTokens([])
-        pending = self._pending_positions(batch)
         if self.graphs is not None and self.graphs.can_run(len(batch.chunks)) and _samples_one_token_each(batch):
-            inputs = self.decode_inputs.build(batch)
-            if pending:
-                inputs["input_ids"] = self._fill_pending(inputs["input_ids"], *pending)
-            logits = self.graphs.run(**inputs)  # [B, V], rows of the logits buffer the graphs share
+            staged = self.decode_inputs.build(batch, self._last_rows)
+            logits = self.graphs.run_staged(staged)  # [B, V], rows of the logits buffer the graphs share
             sampling = [chunk.seq for chunk in batch.chunks]
         else:
-            input_ids, meta = build_step_inputs(batch, self.block_size, self.device)
-            if pending:
-                input_ids = self._fill_pending(input_ids, *pending)
+            input_ids, meta = build_step_inputs(batch, self.block_size, self.device, self._last_rows)
             sampling = [chunk.seq for chunk in batch.chunks if chunk.samples]
             if self.piecewise is not None and self.piecewise.can_run(meta.num_tokens):
                 hidden = self.piecewise.run(input_ids, meta)  # [T, H], valid until the next step
@@ -126,28 +124,9 @@ class ModelRunner:
             if not sampling:
                 return ReadyTokens([])
             logits = self.model.compute_logits(hidden.index_select(0, meta.sample_indices))  # [S, V]
-        sampled = self.sampler.launch(logits, sampling)
+        sampled = self.sampler.launch(logits, sampling, out=self._sampled_ids[: len(sampling)])
         self._last_rows = {seq.request_id: row for row, seq in enumerate(sampling)}
-        self._last_ids = sampled.token_ids
         return sampled
-
-    def _pending_positions(self, batch: ScheduledBatch) -> tuple[list[int], list[int]] | None:
-        """(indices in the step's input ids, rows of the previous launch's ids) of pending tokens."""
-        targets, rows = [], []
-        offset = 0
-        for chunk in batch.chunks:
-            offset += chunk.num_tokens
-            seq = chunk.seq
-            if seq.token_ids[chunk.start + chunk.num_tokens - 1] == PENDING_TOKEN:
-                targets.append(offset - 1)
-                rows.append(self._last_rows[seq.request_id])
-        return (targets, rows) if targets else None
-
-    def _fill_pending(self, input_ids: torch.Tensor, targets: list[int], rows: list[int]) -> torch.Tensor:
-        """input_ids [T] on the device, with the pending positions taken from the last sampled ids."""
-        input_ids = input_ids.to(self.device, non_blocking=True)
-        index = to_device(targets, torch.int64, self.device)
-        return input_ids.index_copy_(0, index, self._last_ids.index_select(0, to_device(rows, torch.int64, self.device)))
 
     def _max_blocks_per_seq(self) -> int:
         return -(-self.max_model_len // self.block_size)

@@ -38,23 +38,24 @@ class Sampler:
         """logits [S, V] float32, one row per sampling sequence (modified in place)."""
         return self.launch(logits, seqs).result()
 
-    def launch(self, logits: torch.Tensor, seqs: list[Sequence]) -> Sampled:
+    def launch(self, logits: torch.Tensor, seqs: list[Sequence], out: torch.Tensor | None = None) -> Sampled:
         """Queue the sampling of logits [S, V] (modified in place) on the device without waiting
-        for it: the ids stay on the device for the next step, a copy of them comes to the host."""
+        for it: the ids stay on the device for the next step, a copy of them comes to the host.
+        out: [S] int64 on the device to sample into (the runner's buffer the next step reads)."""
         params = [seq.params for seq in seqs]
         if any(p.has_penalties for p in params):
             apply_penalties(logits, seqs)
         greedy = [p.temperature == 0.0 for p in params]
         want_logprobs = any(p.logprobs is not None for p in params)
         if all(greedy) and not want_logprobs:
-            return Sampled(greedy_tokens(logits), None, params)
+            return Sampled(greedy_tokens(logits, out), None, params)
 
         device = logits.device
         temperatures = to_device([1.0 if g else p.temperature for g, p in zip(greedy, params)], torch.float32, device)
         scaled = logits.div_(temperatures[:, None])  # [S, V]
         logprobs = torch.log_softmax(scaled, dim=-1) if want_logprobs else None
         if all(greedy):
-            token_ids = greedy_tokens(scaled)
+            token_ids = greedy_tokens(scaled, out)
         else:
             # The position of the token being sampled: the sequence's length so far, whose last
             # token may still be pending (its id is not needed, only how many there are).
@@ -62,6 +63,7 @@ class Sampler:
             token_ids = self._draw(scaled, params, uniforms)
             if any(greedy):
                 token_ids = torch.where(to_device(greedy, torch.bool, device), greedy_tokens(scaled), token_ids)
+            token_ids = token_ids if out is None else out.copy_(token_ids)
         return Sampled(token_ids, logprobs, params)
 
     def seed_of(self, seq: Sequence) -> int:
@@ -115,10 +117,10 @@ class Sampled:
         return out
 
 
-def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
-    """The argmax of each row [S, V] -> [S]: the first index of the maximum (kernels.argmax: torch
-    on the CPU, one Triton launch on CUDA)."""
-    return kernels.argmax(logits)
+def greedy_tokens(logits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The argmax of each row [S, V] -> [S] (into out if given): the first index of the maximum
+    (kernels.argmax: torch on the CPU, one Triton launch on CUDA)."""
+    return kernels.argmax(logits, out)
 
 
 def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> None:

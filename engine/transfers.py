@@ -13,7 +13,8 @@ class HostCopy:
     def __init__(self, tensors: list[torch.Tensor]) -> None:
         self._event = None
         if tensors[0].device.type != "cuda":
-            self._tensors = tensors
+            # A snapshot: the tensors may be buffers that the next step overwrites before wait().
+            self._tensors = [t.clone() for t in tensors]
             return
         self._tensors = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
         for host, device in zip(self._tensors, tensors):

@@ -31,7 +31,10 @@ Shapes (T = tokens of this step over all sequences, B = sequences, D = head_dim)
                       num_heads, num_kv_heads, positions, cos_sin_cache, k_cache, v_cache, slot_mapping)
       -> (q rotated [T,Hq,D], residual stream): rms_norm_linear, then rotary_write_kv of its q, k, v
       heads. The Triton version does a single row in one GEMV (the projection is never stored).
-  argmax(logits [S,V]) -> [S] int64
+  embedding(input_ids [T] int64, weight [V,H], pending_ids [S] int64 | None) -> [T,H]
+      Rows of weight. An id < 0 stands for row -1 - id of pending_ids (the last step's sampled ids,
+      still on the device when the engine runs ahead): the id there is looked up.
+  argmax(logits [S,V], out [S] int64 | None = None) -> [S] int64
       Each row's first index of its maximum, NaN counting above every number (the first NaN wins)
       and -inf entries allowed: torch.max(dim).indices. The Triton version reads a row with many
       programs in one launch; it can be captured in a CUDA graph once it has run with that many rows.
@@ -47,6 +50,7 @@ rms_norm = reference.rms_norm
 rotary = reference.rotary
 silu_and_mul = reference.silu_and_mul
 linear = reference.linear
+embedding = reference.embedding
 argmax = reference.argmax
 
 
@@ -79,7 +83,7 @@ rms_norm_qkv_rotary = _rms_norm_qkv_rotary_composed
 def use_triton() -> bool:
     """Swap in the Triton kernels (CUDA only). Returns whether they were installed."""
     global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear, rotary_write_kv
-    global rms_norm_linear, silu_and_mul_linear, rms_norm_qkv_rotary, argmax
+    global rms_norm_linear, silu_and_mul_linear, rms_norm_qkv_rotary, embedding, argmax
     try:
         import torch
 
@@ -98,6 +102,7 @@ def use_triton() -> bool:
     rms_norm_linear = triton_ops.rms_norm_linear
     silu_and_mul_linear = triton_ops.silu_and_mul_linear
     rms_norm_qkv_rotary = triton_ops.rms_norm_qkv_rotary
+    embedding = triton_ops.embedding
     argmax = triton_ops.argmax
     return True
 
@@ -105,7 +110,7 @@ def use_triton() -> bool:
 def use_reference() -> None:
     """Put the torch references back (tests compare both on one device)."""
     global write_kv, paged_attention, rms_norm, rotary, silu_and_mul, linear, rotary_write_kv
-    global rms_norm_linear, silu_and_mul_linear, rms_norm_qkv_rotary, argmax
+    global rms_norm_linear, silu_and_mul_linear, rms_norm_qkv_rotary, embedding, argmax
     write_kv = reference.write_kv
     paged_attention = reference.paged_attention
     rms_norm = reference.rms_norm
@@ -116,4 +121,5 @@ def use_reference() -> None:
     rms_norm_linear = _rms_norm_linear_composed
     silu_and_mul_linear = _silu_and_mul_linear_composed
     rms_norm_qkv_rotary = _rms_norm_qkv_rotary_composed
+    embedding = reference.embedding
     argmax = reference.argmax

@@ -32,7 +32,8 @@ dependents launch only after its loads were all slower.
 This module is the switch and the sizes, pure Python; the device functions are in
 engine/kernels/triton_pdl.py. `ENABLED` is read at each launch: it is on for CUDA cards of compute
 capability 9.0 and above, unless LLMQ_PDL=0. LLMQ_PDL_PREFETCH sets the bytes of each weight row
-the GEMV prefetches.
+the GEMV prefetches, LLMQ_PDL_PREFETCH_AFTER_SHORT the bytes of a whole matrix that a single-row
+GEMV with no prologue (at batch 1: the o projection, behind attention) may prefetch.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def _supported() -> bool:
 ENABLED = _supported()
 # Bytes of each weight row a GEMV program pulls into L2 before its wait (0: none). A multiple of 16.
 PREFETCH_ROW_BYTES = int(os.environ.get("LLMQ_PDL_PREFETCH", "1024"))
+# A GEMV behind a short, latency-bound kernel (the o projection behind decode attention) has the
+# memory to itself while it waits: it may prefetch up to this many bytes of its whole matrix, more
+# than PREFETCH_ROW_BYTES a row where the matrix is small. 0: PREFETCH_ROW_BYTES only.
+PREFETCH_AFTER_SHORT_KERNEL = int(os.environ.get("LLMQ_PDL_PREFETCH_AFTER_SHORT", "0"))
 
 
 def launch_options() -> dict:
@@ -61,9 +66,14 @@ def launch_options() -> dict:
     return {"PDL": ENABLED, "launch_pdl": ENABLED}
 
 
-def prefetch_bytes(row_bytes: int, row_stride_bytes: int) -> int:
-    """What a GEMV program prefetches of each weight row: the first PREFETCH_ROW_BYTES, at most the
-    row; 0 when PDL is off or the rows are not 16-byte aligned (the bulk prefetch needs both)."""
+def prefetch_bytes(row_bytes: int, row_stride_bytes: int, rows: int = 0, after_short_kernel: bool = False) -> int:
+    """What a GEMV program prefetches of each of its weight rows (of `rows`): the first
+    PREFETCH_ROW_BYTES, or behind a short kernel up to a 1/rows share of PREFETCH_AFTER_SHORT_KERNEL
+    if that is more; at most the row. 0 when PDL is off or the rows are not 16-byte aligned (the
+    bulk prefetch needs both)."""
     if not ENABLED or row_bytes % 16 or row_stride_bytes % 16:
         return 0
-    return min(PREFETCH_ROW_BYTES - PREFETCH_ROW_BYTES % 16, row_bytes)
+    wanted = PREFETCH_ROW_BYTES
+    if after_short_kernel and rows > 0:
+        wanted = max(wanted, PREFETCH_AFTER_SHORT_KERNEL // rows)
+    return min(wanted - wanted % 16, row_bytes)

@@ -245,10 +245,20 @@ def linear(
     return y if out is None else out.copy_(y)
 
 
-def argmax(logits: torch.Tensor) -> torch.Tensor:
+def embedding(input_ids: torch.Tensor, weight: torch.Tensor, pending_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows of weight [V, H] for input_ids [T] -> [T, H]. An id < 0 is -1 - a row of pending_ids
+    [S] (the last step's sampled ids, still on the device): that row's id is looked up."""
+    if pending_ids is not None:
+        pending = input_ids < 0
+        input_ids = torch.where(pending, pending_ids[(-1 - input_ids).clamp(min=0)], input_ids)
+    return F.embedding(input_ids, weight)
+
+
+def argmax(logits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     # max(dim) rather than argmax: the same first index of the maximum (NaN above every number),
     # 2.5x faster on the CPU (25 vs 64 us for a 49152-entry row).
-    return logits.max(dim=-1).indices
+    indices = logits.max(dim=-1).indices
+    return indices if out is None else out.copy_(indices)
 
 
 def rms_norm_then_linear(x, residual, norm_weight, eps, weight, bias=None, *, norm=rms_norm, linear=F.linear):

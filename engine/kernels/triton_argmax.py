@@ -85,7 +85,7 @@ def argmax(logits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tenso
     if not logits.is_cuda:  # the entry points are swapped process-wide; CPU logits keep torch's
         from engine.kernels.reference import argmax as reference_argmax
 
-        return reference_argmax(logits) if out is None else out.copy_(reference_argmax(logits))
+        return reference_argmax(logits, out)
     return launch(logits, out)
 
 

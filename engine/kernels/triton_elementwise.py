@@ -1,4 +1,5 @@
-"""Row-wise kernels, Triton: RMSNorm fused with the residual add, neox rotary, SwiGLU.
+"""Row-wise kernels, Triton: RMSNorm fused with the residual add, neox rotary, SwiGLU, and the
+token embedding that looks up pending ids.
 
 Each reads its inputs once and writes its outputs once (the torch references make several passes).
 Arithmetic is float32 whatever the activation dtype. Reference: engine/kernels/reference.py.
@@ -166,4 +167,40 @@ def silu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tens
         _silu_and_mul_kernel[(num_rows, triton.cdiv(inter, block))](
             x, out, x.stride(0), out.stride(0), inter, BLOCK=block, num_warps=4, **pdl.launch_options()
         )
+    return out
+
+
+@triton.jit
+def _embedding_kernel(
+    ids_ptr, pending_ptr, weight_ptr, out_ptr,
+    hidden, stride_w, stride_o,
+    HAS_PENDING: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr,
+):
+    # The first kernel of a step: its dependents (the first GEMV) launch at once and prefetch their
+    # weights while it runs. It waits before it reads: the pending ids are the step ahead's output.
+    triton_pdl.allow_dependents(PDL)
+    triton_pdl.wait_for_inputs(PDL)
+    row = tl.program_id(0)
+    token = tl.load(ids_ptr + row)
+    if HAS_PENDING:
+        if token < 0:
+            token = tl.load(pending_ptr + (-1 - token))
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < hidden
+    values = tl.load(weight_ptr + token.to(tl.int64) * stride_w + cols, mask=mask)
+    tl.store(out_ptr + row.to(tl.int64) * stride_o + cols, values, mask=mask)
+
+
+def embedding(input_ids: torch.Tensor, weight: torch.Tensor, pending_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """reference.embedding: rows of weight for input_ids [T], an id < 0 read from pending_ids."""
+    tokens, hidden = input_ids.shape[0], weight.shape[1]
+    out = torch.empty(tokens, hidden, dtype=weight.dtype, device=weight.device)
+    if tokens == 0:
+        return out
+    block = min(triton.next_power_of_2(hidden), 1024)
+    _embedding_kernel[(tokens, triton.cdiv(hidden, block))](
+        input_ids, input_ids if pending_ids is None else pending_ids, weight, out,
+        hidden, weight.stride(0), out.stride(0),
+        HAS_PENDING=pending_ids is not None, BLOCK=block, num_warps=4, **pdl.launch_options(),
+    )
     return out

@@ -225,7 +225,9 @@ def _gemv(x, weight, bias, y, prologue=PLAIN, residual=None, norm_weight=None, n
         x if new_residual is None else new_residual, eps,
         *rotary_args,
         HAS_BIAS=bias is not None, BLOCK_M=max(16, triton.next_power_of_2(x.shape[0])), ONE_ROW=x.shape[0] == 1,
-        PREFETCH_BYTES=pdl.prefetch_bytes(k * weight.element_size(), weight.stride(0) * weight.element_size()),
+        # A single row with no prologue follows a short kernel (attention, a norm): see pdl.py
+        PREFETCH_BYTES=pdl.prefetch_bytes(k * weight.element_size(), weight.stride(0) * weight.element_size(), n,
+                                          after_short_kernel=prologue == PLAIN and x.shape[0] == 1),
         PROLOGUE=prologue, **rotary_meta, WEIGHT_EVICTION=WEIGHT_EVICTION, **pdl.launch_options(),
     )
     return y

@@ -13,13 +13,13 @@ import torch
 from engine.kernels.triton_argmax import argmax
 from engine.kernels.triton_cache import write_kv
 from engine.kernels.triton_decode_attention import decode_attention
-from engine.kernels.triton_elementwise import rms_norm, rotary, silu_and_mul
+from engine.kernels.triton_elementwise import embedding, rms_norm, rotary, silu_and_mul
 from engine.kernels.triton_linear import linear, rms_norm_linear, rms_norm_qkv_rotary, silu_and_mul_linear
 from engine.kernels.triton_prefill_attention import prefill_attention
 from engine.kernels.triton_rotary_cache import rotary_write_kv
 
 __all__ = [
-    "argmax", "linear", "paged_attention", "rms_norm", "rms_norm_linear", "rms_norm_qkv_rotary", "rotary",
+    "argmax", "embedding", "linear", "paged_attention", "rms_norm", "rms_norm_linear", "rms_norm_qkv_rotary", "rotary",
     "silu_and_mul", "silu_and_mul_linear", "write_kv",
 ]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine import kernels
@@ -15,12 +14,15 @@ class VocabEmbedding(nn.Module):
     def __init__(self, vocab_size: int, hidden_size: int) -> None:
         super().__init__()
         self.weight = _parameter(torch.empty(vocab_size, hidden_size), self.weight_loader)
+        # [S] int64 on the device, set by the runner: the last step's sampled ids, where an input
+        # id < 0 is looked up (kernels.embedding). A fixed buffer, so captured graphs read it too.
+        self.pending_ids: torch.Tensor | None = None
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
         _copy_checked(param.data, loaded)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(input_ids, self.weight)  # [T] -> [T, H]
+        return kernels.embedding(input_ids, self.weight, self.pending_ids)  # [T] -> [T, H]
 
 
 class LMHead(nn.Module):

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from engine.attention_metadata import pending_input_id
 from engine.kernels import reference
 
 
@@ -131,6 +132,15 @@ def naive_argmax(row: torch.Tensor) -> int:
     values = row.tolist()
     nans = [i for i, v in enumerate(values) if math.isnan(v)]
     return nans[0] if nans else values.index(max(values))  # index(): -0.0 == 0.0, a tie
+
+
+def test_embedding_looks_pending_ids_up_in_the_last_steps_ids():
+    weight = torch.randn(10, 4)
+    pending = torch.tensor([7, 2, 9])  # the last step's sampled ids, by row
+    ids = torch.tensor([3, pending_input_id(2), 0, pending_input_id(0)])
+    out = reference.embedding(ids, weight, pending)
+    assert torch.equal(out, weight[[3, 9, 0, 7]])
+    assert torch.equal(reference.embedding(ids[[0, 2]], weight), weight[[3, 0]])  # no buffer: plain ids
 
 
 def test_argmax_is_the_first_index_of_the_maximum_nan_first():

@@ -47,9 +47,9 @@ def test_greedy_rows_go_through_the_argmax_entry_point(monkeypatch):
 
     seen = []
 
-    def recording_argmax(logits):
+    def recording_argmax(logits, out=None):
         seen.append(tuple(logits.shape))
-        return reference.argmax(logits)
+        return reference.argmax(logits, out)
 
     monkeypatch.setattr(kernels, "argmax", recording_argmax)
     logits = random_logits(3)
@@ -57,6 +57,21 @@ def test_greedy_rows_go_through_the_argmax_entry_point(monkeypatch):
     assert seen == [(3, VOCAB)] and [t.token_id for t in tokens] == logits.argmax(-1).tolist()
     sample(logits[:2], [seq(temperature=0.0), seq(temperature=1.0)])  # a mixed batch: the greedy row too
     assert seen[1:] == [(2, VOCAB)]
+
+
+def test_ids_are_sampled_into_the_given_buffer():
+    """The runner's buffer, where the next step looks its pending tokens up: greedy, drawn and
+    mixed rows all land there, and the host copy holds them even after the buffer is reused."""
+    logits = random_logits(3)
+    buffer = torch.full((5,), -9, dtype=torch.int64)
+    seqs = [seq(temperature=0.0), seq(temperature=1.0, seed=4), seq(temperature=0.0)]
+    sampled = Sampler(torch.device("cpu")).launch(logits.clone(), seqs, out=buffer[:3])
+    expected = [t.token_id for t in sample(logits, seqs)]
+    assert buffer[:3].tolist() == expected and buffer[3:].tolist() == [-9, -9]
+    greedy = Sampler(torch.device("cpu")).launch(logits[:2].clone(), seqs[::2][:2], out=buffer[:2])
+    buffer.fill_(-9)  # the next step samples into the same buffer before these are read
+    assert [t.token_id for t in sampled.result()] == expected
+    assert [t.token_id for t in greedy.result()] == logits[:2].argmax(-1).tolist()
 
 
 def test_top_k_keeps_the_k_largest():

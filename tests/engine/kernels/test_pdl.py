@@ -20,6 +20,11 @@ def test_prefetch_is_off_without_pdl_and_bounded_by_the_row(monkeypatch):
     assert pdl.prefetch_bytes(2200, 2200) == 0  # a row that is not 16-byte aligned: no bulk prefetch
     monkeypatch.setattr(pdl, "PREFETCH_ROW_BYTES", 1000)
     assert pdl.prefetch_bytes(8192, 8192) == 992  # rounded down to 16 bytes
+    monkeypatch.setattr(pdl, "PREFETCH_AFTER_SHORT_KERNEL", 16 << 20)
+    assert pdl.prefetch_bytes(8192, 8192, 4096, after_short_kernel=True) == 4096  # 16 MB over 4096 rows
+    assert pdl.prefetch_bytes(8192, 8192, 4096) == 992  # not behind a short kernel
+    assert pdl.prefetch_bytes(8192, 8192, 128256, after_short_kernel=True) == 992  # a share below a row's default
+    assert pdl.prefetch_bytes(8192, 8192, 1024, after_short_kernel=True) == 8192  # never past the row
 
 
 def test_launch_options_follow_the_switch(monkeypatch):
