@@ -31,9 +31,10 @@ dependents launch only after its loads were all slower.
 
 This module is the switch and the sizes, pure Python; the device functions are in
 engine/kernels/triton_pdl.py. `ENABLED` is read at each launch: it is on for CUDA cards of compute
-capability 9.0 and above, unless LLMQ_PDL=0. LLMQ_PDL_PREFETCH sets the bytes of each weight row
-the GEMV prefetches, LLMQ_PDL_PREFETCH_AFTER_SHORT the bytes of a whole matrix that a single-row
-GEMV with no prologue (at batch 1: the o projection, behind attention) may prefetch.
+capability 9.0 and above, unless LLMQ_PDL=0. PREFETCH_ROW_BYTES is what a GEMV prefetches of each
+weight row, PREFETCH_AFTER_SHORT_KERNEL what a single-row GEMV with no prologue (at batch 1: the
+o projection, behind attention) may prefetch of its whole matrix; both are read at each launch
+(scripts/probes/knobs_probe.py changes them).
 """
 
 from __future__ import annotations
@@ -54,14 +55,15 @@ def _supported() -> bool:
 
 ENABLED = _supported()
 # Bytes of each weight row a GEMV program pulls into L2 before its wait (0: none). A multiple of 16.
-# 768 B: +0.1% over 1 KB on an H100 in two probes once the o projection prefetched more; 512 B and
-# 1.5 KB were slower.
-PREFETCH_ROW_BYTES = int(os.environ.get("LLMQ_PDL_PREFETCH", "768"))
+# 768 B: +0.1% over 1 KB on an H100 in two probes (BENCHMARKS.md runs 52-53); 512 B was no better,
+# 1.5 KB slower.
+PREFETCH_ROW_BYTES = 768
 # A GEMV behind a short, latency-bound kernel (the o projection behind decode attention) has the
 # memory to itself while it waits: it may prefetch up to this many bytes of its whole matrix, more
 # than PREFETCH_ROW_BYTES a row where the matrix is small (the 8B shape's o projection: all of it,
-# 32 MB, +0.6% a batch-1 step on an H100 over 1 KB a row; 16 MB +0.3%, 8 MB +0.2%). 0: rows only.
-PREFETCH_AFTER_SHORT_KERNEL = int(os.environ.get("LLMQ_PDL_PREFETCH_AFTER_SHORT", str(32 << 20)))
+# 32 MB, +0.6% a batch-1 step on an H100 over 1 KB a row; 16 MB +0.3%, 8 MB +0.2%: run 52). 0: rows
+# only.
+PREFETCH_AFTER_SHORT_KERNEL = 32 << 20
 
 
 def launch_options() -> dict:
