@@ -60,6 +60,8 @@ def build_step_inputs(
             raise RuntimeError(f"request {seq.request_id} has {len(table)} KV blocks for {end} tokens")
         input_ids.extend(seq.token_ids[start:end])
         if input_ids[-1] == PENDING_TOKEN:
+            if pending_rows is None or seq.request_id not in pending_rows:
+                raise RuntimeError(f"request {seq.request_id}'s last token is pending; no row of the last ids given")
             input_ids[-1] = pending_input_id(pending_rows[seq.request_id])
         positions.extend(range(start, end))
         slots.extend(table[pos // block_size] * block_size + pos % block_size for pos in range(start, end))

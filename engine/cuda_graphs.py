@@ -4,7 +4,8 @@ A decode step launches hundreds of small kernels; at small batch the GPU would w
 between them. Capturing the step once per padded batch size and replaying it costs one launch.
 Inputs live in persistent buffers the graphs read; a step of n sequences copies its tensors into
 the first n rows, fills the rest with harmless padding (slot -1 is skipped by write_kv, seq_len 0
-attends to nothing) and replays the graph of the smallest captured size >= n.
+attends to nothing) and replays the graph of the smallest captured size >= n. Block-table rows
+and columns past a step's are left as they were: seq_lens bounds every read of them.
 
 The buffers are sections of one device allocation (InputLayout), so a step built on the host in a
 pinned copy of that layout (engine/decode_inputs.py) reaches the device in one copy: at batch 1 a

@@ -86,8 +86,9 @@ class Sampler:
 
 
 class Sampled:
-    """One step's sampling, queued on the device. `token_ids` [S] int64 stays there (the next step
-    reads pending ids from it); its host copy, with the logprobs, is on its way. `result()` waits
+    """One step's sampling, queued on the device. `token_ids` [S] int64 stays there, in the
+    runner's buffer, until the next launch samples over it (that launch's embedding reads pending
+    ids from it first); its host copy, with the logprobs, is on its way. `result()` waits
     for that copy only, never for work queued on the device after it."""
 
     def __init__(self, token_ids: torch.Tensor, logprobs: torch.Tensor | None, params: list[SamplingParams]) -> None:

@@ -194,6 +194,7 @@ def _embedding_kernel(
 def embedding(input_ids: torch.Tensor, weight: torch.Tensor, pending_ids: torch.Tensor | None = None) -> torch.Tensor:
     """reference.embedding: rows of weight for input_ids [T], an id < 0 read from pending_ids."""
     tokens, hidden = input_ids.shape[0], weight.shape[1]
+    weight = weight if weight.stride(-1) == 1 else weight.contiguous()  # rows read with unit stride
     out = torch.empty(tokens, hidden, dtype=weight.dtype, device=weight.device)
     if tokens == 0:
         return out

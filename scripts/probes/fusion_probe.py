@@ -1,5 +1,7 @@
 """Batch-1 decode with each of this session's changes left out in turn, in one process (a probe,
-not a benchmark): "all" is the default engine; each other variant switches one change off.
+not a benchmark): "all" is the engine of BENCHMARKS.md runs 47-48, with the last split merging the
+attention splits (the reduce kernel does by default since run 54); each other variant switches one
+change off.
 
   -rotary     rotary + KV write as its own kernel after the qkv GEMV
   -merge      a reduce kernel merges the attention splits

@@ -5,7 +5,7 @@
                      prefetch N MB of its matrix before its wait (pdl.PREFETCH_AFTER_SHORT_KERNEL)
   rows N B           every GEMV prefetches N bytes of each weight row (pdl.PREFETCH_ROW_BYTES)
   split N            attention splits of N tokens (split_k.MIN_SPLIT_TOKENS)
-  reduce             a reduce kernel merges the attention splits (not the last split to finish)
+  fused merge        the last split to finish merges the attention splits (no reduce kernel)
 
     python scripts/probes/knobs_probe.py [rounds] [variant ...]   (all variants when none named)
 """
@@ -18,10 +18,10 @@ from decode_variants import GreedyTokens, batch1_engine, compare_decode, print_r
 from engine.kernels import pdl, split_k, triton_decode_attention
 
 KNOBS = {  # variant -> (module, attribute, value)
-    **{f"after-short {mb} MB": (pdl, "PREFETCH_AFTER_SHORT_KERNEL", mb << 20) for mb in (0, 8, 16, 32)},
+    **{f"after-short {mb} MB": (pdl, "PREFETCH_AFTER_SHORT_KERNEL", mb << 20) for mb in (0, 8, 16)},
     **{f"rows {n} B": (pdl, "PREFETCH_ROW_BYTES", n) for n in (512, 768, 1536)},
     **{f"split {n}": (split_k, "MIN_SPLIT_TOKENS", n) for n in (32, 128)},
-    "reduce": (triton_decode_attention, "FUSE_MERGE", False),
+    "fused merge": (triton_decode_attention, "FUSE_MERGE", True),
 }
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3

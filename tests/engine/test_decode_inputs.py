@@ -4,6 +4,7 @@ builder's, as sequences grow across block boundaries, get preempted and come bac
 
 import random
 
+import pytest
 import torch
 
 from engine.attention_metadata import build_step_inputs, pending_input_id
@@ -33,7 +34,7 @@ def _assert_loaded(runner, inputs, batch, pending_rows):
     count = len(batch.chunks)
     staged = inputs.build(batch, pending_rows)
     assert staged.num_seqs == count
-    for buffer in runner.buffers.values():  # poison: every row a replay of this step reads is loaded
+    for buffer in runner.buffers.values():  # poison: every row checked below must have been loaded
         buffer.fill_(-7)
     runner.load(staged)
     buffers = runner.buffers
@@ -95,6 +96,12 @@ def test_one_row_is_one_copy_and_pending_tokens_name_their_row():
     batch = ScheduledBatch([ScheduledChunk(seq, 5, 1), ScheduledChunk(other, 2, 1)])
     _assert_loaded(runner, inputs, batch, {"a": 0})
     assert runner.buffers["input_ids"][:2].tolist() == [-1, 3]
+
+
+def test_a_pending_token_without_its_row_is_refused_by_the_general_builder():
+    seq = Sequence("a", [5, PENDING_TOKEN], SamplingParams(), 0, block_table=[3])
+    with pytest.raises(RuntimeError, match="pending"):
+        build_step_inputs(ScheduledBatch([ScheduledChunk(seq, 1, 1)]), BLOCK, torch.device("cpu"))
 
 
 def test_release_forgets_the_request():
