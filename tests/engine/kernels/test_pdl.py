@@ -43,6 +43,18 @@ def _weights(*shape):
     return (torch.randn(*shape, device="cuda") * 0.03).bfloat16()
 
 
+def _current_token_operands(batch, head_dim: int):
+    """(positions [B], cache slots [B], cos_sin [P, D]) of each sequence's current token, the last of
+    its seq_len, with random rotary angles."""
+    block_size = batch.k_cache.shape[1]
+    device = batch.seq_lens.device
+    positions = batch.seq_lens.long() - 1
+    rows = torch.arange(positions.shape[0], device=device)
+    slots = batch.block_tables[rows, positions // block_size].long() * block_size + positions % block_size
+    angles = torch.rand(int(batch.seq_lens.max()), head_dim // 2, device=device) * 6.3
+    return positions, slots, torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
 def _assert_replays_equal_in_turn(step, fresh, monkeypatch, replays: int = 5) -> None:
     """Capture step(*fresh()) in a CUDA graph of early-launched kernels, replay it on fresh inputs
     and compare each output with step launched in turn (early launch off), bit for bit."""
@@ -108,12 +120,7 @@ def test_graph_of_cache_writes_and_attention_equals_them_launched_in_turn(min_sp
     # The current token first, last and inside a split's first tile, past it (577 at 128), alone (1).
     seq_lens = [640, 520, 1, 129, 577, 70, 64]
     batch = make_paged_batch(seq_lens, [1] * len(seq_lens), num_heads, num_kv_heads, head_dim)
-    block_size = batch.k_cache.shape[1]
-    positions = batch.seq_lens.long() - 1
-    rows = torch.arange(len(seq_lens), device="cuda")
-    slots = batch.block_tables[rows, positions // block_size].long() * block_size + positions % block_size
-    angles = torch.rand(max(seq_lens), head_dim // 2, device="cuda") * 6.3
-    cos_sin = torch.cat([angles.cos(), angles.sin()], dim=-1)  # [P, D]
+    positions, slots, cos_sin = _current_token_operands(batch, head_dim)
     caches = [(batch.k_cache.clone(), batch.v_cache.clone()) for _ in range(num_layers)]
 
     def step(q, kv):  # q [B, Hq, D]; kv [layers, 2, B, Hkv, D], this step's keys and values
@@ -145,11 +152,7 @@ def test_graph_of_batch1_layers_equals_them_launched_in_turn(seq_len, monkeypatc
     torch.manual_seed(0)
     hidden, num_heads, num_kv_heads, head_dim, num_layers = 1024, 8, 2, 128, 3
     batch = make_paged_batch([seq_len], [1], num_heads, num_kv_heads, head_dim)
-    block_size = batch.k_cache.shape[1]
-    positions = batch.seq_lens.long() - 1
-    slots = batch.block_tables[0, positions // block_size].long() * block_size + positions % block_size
-    angles = torch.rand(seq_len, head_dim // 2, device="cuda") * 6.3
-    cos_sin = torch.cat([angles.cos(), angles.sin()], dim=-1)  # [P, D]
+    positions, slots, cos_sin = _current_token_operands(batch, head_dim)
 
     qkv_rows = (num_heads + 2 * num_kv_heads) * head_dim
     layers = [(_weights(hidden) + 1, _weights(qkv_rows, hidden), _weights(hidden, num_heads * head_dim),
