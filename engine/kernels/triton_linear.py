@@ -17,11 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from engine.kernels import pdl, triton_pdl
+from engine.kernels import pdl, reference, triton_pdl
 from engine.kernels.triton_cache import _fp8_max
 from engine.kernels.triton_rotary_cache import rotary_epilogue
 
@@ -239,9 +238,8 @@ def linear(
     """x [T, K], weight [N, K], bias [N] | None -> [T, N]; GEMV for T <= MAX_ROWS, cuBLAS above.
     out: [T, N] to write into, unit stride along N; it may be wider than x (float32 logits: the GEMV
     stores its float32 sums there, cuBLAS's result is widened)."""
-    if not _gemv_fits(x, weight):
-        y = F.linear(x, weight, bias)
-        return y if out is None else out.copy_(y)
+    if not _gemv_fits(x, weight):  # cuBLAS, widened into out as the reference does
+        return reference.linear(x, weight, bias, out)
     x = x if x.stride(-1) == 1 else x.contiguous()
     y = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device) if out is None else out
     return _gemv(x, weight, bias, y)
