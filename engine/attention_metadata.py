@@ -41,11 +41,18 @@ def pending_input_id(row: int) -> int:
     return -1 - row
 
 
+def pending_input_id_of(request_id: str, pending_rows: Mapping[str, int] | None) -> int:
+    """pending_input_id of the row where the last step sampled request_id's pending token."""
+    if pending_rows is None or request_id not in pending_rows:
+        raise RuntimeError(f"request {request_id}'s last token is pending; no row of the last ids given")
+    return pending_input_id(pending_rows[request_id])
+
+
 def build_step_inputs(
     batch: ScheduledBatch, block_size: int, device: torch.device, pending_rows: Mapping[str, int] | None = None
 ) -> tuple[torch.Tensor, AttentionMetadata]:
     """The input ids [T] and the metadata of one scheduled batch (built on the host, copied once).
-    A chunk whose last token is pending gets pending_input_id(pending_rows[its request id])."""
+    A chunk whose last token is pending gets pending_input_id_of(its request id, pending_rows)."""
     input_ids: list[int] = []
     positions: list[int] = []
     slots: list[int] = []
@@ -60,9 +67,7 @@ def build_step_inputs(
             raise RuntimeError(f"request {seq.request_id} has {len(table)} KV blocks for {end} tokens")
         input_ids.extend(seq.token_ids[start:end])
         if input_ids[-1] == PENDING_TOKEN:
-            if pending_rows is None or seq.request_id not in pending_rows:
-                raise RuntimeError(f"request {seq.request_id}'s last token is pending; no row of the last ids given")
-            input_ids[-1] = pending_input_id(pending_rows[seq.request_id])
+            input_ids[-1] = pending_input_id_of(seq.request_id, pending_rows)
         positions.extend(range(start, end))
         slots.extend(table[pos // block_size] * block_size + pos % block_size for pos in range(start, end))
         seq_lens.append(end)

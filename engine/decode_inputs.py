@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from engine.attention_metadata import pending_input_id
+from engine.attention_metadata import pending_input_id_of
 from engine.cuda_graphs import InputLayout, StagedInputs, padded_batch_size
 from engine.sequence import PENDING_TOKEN, ScheduledBatch
 
@@ -77,7 +77,7 @@ class DecodeInputs:
         tokens = [chunk.seq.token_ids[chunk.start] for chunk in chunks]
         for index, token in enumerate(tokens):
             if token == PENDING_TOKEN:
-                tokens[index] = pending_input_id(pending_rows[chunks[index].seq.request_id])
+                tokens[index] = pending_input_id_of(chunks[index].seq.request_id, pending_rows)
         arrays["input_ids"][:count] = tokens
         arrays["positions"][:count] = positions
         arrays["seq_lens"][:count] = [position + 1 for position in positions]

@@ -98,10 +98,14 @@ def test_one_row_is_one_copy_and_pending_tokens_name_their_row():
     assert runner.buffers["input_ids"][:2].tolist() == [-1, 3]
 
 
-def test_a_pending_token_without_its_row_is_refused_by_the_general_builder():
+def test_a_pending_token_without_its_row_is_refused_by_both_builders():
     seq = Sequence("a", [5, PENDING_TOKEN], SamplingParams(), 0, block_table=[3])
+    batch = ScheduledBatch([ScheduledChunk(seq, 1, 1)])
     with pytest.raises(RuntimeError, match="pending"):
-        build_step_inputs(ScheduledBatch([ScheduledChunk(seq, 1, 1)]), BLOCK, torch.device("cpu"))
+        build_step_inputs(batch, BLOCK, torch.device("cpu"))
+    runner = _runner(max_seqs=2, max_blocks=8)
+    with pytest.raises(RuntimeError, match="pending"):
+        DecodeInputs(runner.layout, runner.batch_sizes, BLOCK, pin=False).build(batch, {"other": 0})
 
 
 def test_release_forgets_the_request():
